@@ -1,0 +1,177 @@
+//! Bounds-checked packet parsing: the only place that reads packet memory.
+//!
+//! Owns the header layouts (Ethernet, IPv4, IPv6, TCP, UDP, ICMP) and the one bounds check every
+//! access goes through ([`Frame::header`]). Never writes to the packet and never touches maps.
+
+use core::mem::size_of;
+
+use proxy_common::ProtocolClass;
+
+pub const ETH_HEADER_LEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+const IPV4_MIN_HEADER_LEN: usize = 20;
+const IPV6_HEADER_LEN: usize = 40;
+const TCP_MIN_HEADER_LEN: usize = 20;
+const UDP_HEADER_LEN: usize = 8;
+const ICMP_HEADER_LEN: usize = 8;
+/// The fragment-offset bits of the IPv4 `frag_off` field (host order).
+const IPV4_FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
+
+#[repr(C)]
+pub struct EthernetHeader {
+    pub destination: [u8; 6],
+    pub source: [u8; 6],
+    /// Network byte order.
+    pub ether_type: u16,
+}
+
+#[repr(C)]
+pub struct Ipv4Header {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub total_length: u16,
+    pub id: u16,
+    /// Flags and fragment offset, network byte order.
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: u16,
+    pub source: u32,
+    pub destination: u32,
+}
+
+#[repr(C)]
+pub struct Ipv6Header {
+    pub version_class_flow: u32,
+    pub payload_length: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub source: [u8; 16],
+    pub destination: [u8; 16],
+}
+
+/// A packet's bytes as the kernel hands them to a program: `[start, end)`.
+#[derive(Clone, Copy)]
+pub struct Frame {
+    start: usize,
+    end: usize,
+}
+
+impl Frame {
+    #[inline(always)]
+    pub fn new(start: usize, end: usize) -> Frame {
+        Frame { start, end }
+    }
+
+    /// Length of the frame as seen by the program.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether the frame holds no bytes at all.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// A pointer to a `T` at `offset`, or `None` when the frame is too short to hold it.
+    #[inline(always)]
+    pub fn header<T>(&self, offset: usize) -> Option<*const T> {
+        let at = self.start + offset;
+        if at + size_of::<T>() > self.end {
+            return None;
+        }
+        Some(at as *const T)
+    }
+
+    /// Whether `length` bytes starting at `offset` lie inside the frame.
+    #[inline(always)]
+    fn holds(&self, offset: usize, length: usize) -> bool {
+        self.start + offset + length <= self.end
+    }
+}
+
+/// Classifies a frame that starts with an Ethernet header.
+#[inline(always)]
+pub fn classify(frame: &Frame) -> ProtocolClass {
+    let Some(ethernet) = frame.header::<EthernetHeader>(0) else {
+        return ProtocolClass::Malformed;
+    };
+    // SAFETY: `header` checked that the Ethernet header lies inside the frame.
+    let ether_type = u16::from_be(unsafe { (*ethernet).ether_type });
+    match ether_type {
+        ETH_P_IP => classify_ipv4(frame, ETH_HEADER_LEN),
+        ETH_P_IPV6 => classify_ipv6(frame, ETH_HEADER_LEN),
+        _ => ProtocolClass::NonIp,
+    }
+}
+
+#[inline(always)]
+fn classify_ipv4(frame: &Frame, offset: usize) -> ProtocolClass {
+    let Some(ip) = frame.header::<Ipv4Header>(offset) else {
+        return ProtocolClass::Malformed;
+    };
+    // SAFETY: `header` checked that the minimal IPv4 header lies inside the frame.
+    let (version_ihl, frag_off, protocol) = unsafe {
+        (
+            (*ip).version_ihl,
+            u16::from_be((*ip).frag_off),
+            (*ip).protocol,
+        )
+    };
+    let header_len = ((version_ihl & 0x0f) as usize) * 4;
+    if version_ihl >> 4 != 4 || header_len < IPV4_MIN_HEADER_LEN {
+        return ProtocolClass::Malformed;
+    }
+    let first_fragment = frag_off & IPV4_FRAGMENT_OFFSET_MASK == 0;
+    classify_transport(frame, offset + header_len, protocol, first_fragment, false)
+}
+
+#[inline(always)]
+fn classify_ipv6(frame: &Frame, offset: usize) -> ProtocolClass {
+    let Some(ip) = frame.header::<Ipv6Header>(offset) else {
+        return ProtocolClass::Malformed;
+    };
+    // SAFETY: `header` checked that the IPv6 header lies inside the frame.
+    let (version, next_header) = unsafe {
+        (
+            ((*ip).version_class_flow.to_be_bytes()[0]) >> 4,
+            (*ip).next_header,
+        )
+    };
+    if version != 6 {
+        return ProtocolClass::Malformed;
+    }
+    // Extension headers are not walked yet: a packet behind one counts as other IP.
+    classify_transport(frame, offset + IPV6_HEADER_LEN, next_header, true, true)
+}
+
+/// Classifies by the IP protocol number. For a first (or only) fragment the transport header must
+/// be present; later fragments carry no transport header and are counted by protocol alone.
+#[inline(always)]
+fn classify_transport(
+    frame: &Frame,
+    offset: usize,
+    protocol: u8,
+    first_fragment: bool,
+    ipv6: bool,
+) -> ProtocolClass {
+    let (class, header_len) = match protocol {
+        IPPROTO_TCP => (ProtocolClass::Tcp, TCP_MIN_HEADER_LEN),
+        IPPROTO_UDP => (ProtocolClass::Udp, UDP_HEADER_LEN),
+        IPPROTO_ICMP if !ipv6 => (ProtocolClass::Icmp, ICMP_HEADER_LEN),
+        IPPROTO_ICMPV6 if ipv6 => (ProtocolClass::Icmpv6, ICMP_HEADER_LEN),
+        _ => return ProtocolClass::OtherIp,
+    };
+    if first_fragment && !frame.holds(offset, header_len) {
+        return ProtocolClass::Malformed;
+    }
+    class
+}

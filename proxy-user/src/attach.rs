@@ -1,0 +1,170 @@
+//! Attaching loaded programs to network interfaces of the calling thread's network namespace.
+//!
+//! Owns the choice of attach mechanism (TCX links on kernels ≥ 6.6, clsact + netlink filters
+//! before; XDP links with the legacy netlink fallback) and errors that name the interface. Never
+//! loads programs and never reads maps. Interface names are resolved in the network namespace of
+//! the calling thread: to attach inside another namespace, call from a thread that entered it.
+
+use aya::programs::{
+    ProgramError, TcAttachType, XdpMode, tc,
+    tc::{SchedClassifierLinkId, TcError},
+    xdp::XdpLinkId,
+};
+
+use crate::programs::{LoadedProgram, ProgramObject};
+
+/// Where on an interface a TC program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcDirection {
+    /// Packets the interface receives.
+    Ingress,
+    /// Packets the interface sends.
+    Egress,
+}
+
+impl TcDirection {
+    fn attach_type(self) -> TcAttachType {
+        match self {
+            TcDirection::Ingress => TcAttachType::Ingress,
+            TcDirection::Egress => TcAttachType::Egress,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("interface name {interface:?} is not valid: {reason}")]
+    InvalidInterfaceName {
+        interface: String,
+        reason: &'static str,
+    },
+    #[error("{program} cannot be attached this way: it is a {object:?} program")]
+    WrongProgramType {
+        program: &'static str,
+        object: ProgramObject,
+    },
+    #[error("adding the clsact qdisc to {interface}: {source}")]
+    Clsact {
+        interface: String,
+        #[source]
+        source: TcError,
+    },
+    #[error("attaching {program} to {interface} ({direction}): {source}")]
+    Attach {
+        program: &'static str,
+        interface: String,
+        direction: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// Linux limits interface names to IFNAMSIZ - 1 bytes.
+const IFNAMSIZ: usize = 16;
+
+fn check_interface_name(interface: &str) -> Result<(), AttachError> {
+    let invalid = |reason| AttachError::InvalidInterfaceName {
+        interface: interface.to_owned(),
+        reason,
+    };
+    if interface.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if interface.len() >= IFNAMSIZ {
+        return Err(invalid("it is longer than 15 bytes"));
+    }
+    if interface
+        .bytes()
+        .any(|byte| byte == 0 || byte == b'/' || byte.is_ascii_whitespace())
+    {
+        return Err(invalid("it contains a NUL, '/' or white space"));
+    }
+    Ok(())
+}
+
+/// Attaches the TC program of `program` to `interface` in `direction`.
+pub fn attach_tc(
+    program: &mut LoadedProgram,
+    interface: &str,
+    direction: TcDirection,
+) -> Result<SchedClassifierLinkId, AttachError> {
+    check_interface_name(interface)?;
+    let object = program.object();
+    let name = object.program_name();
+    let direction_name = match direction {
+        TcDirection::Ingress => "ingress",
+        TcDirection::Egress => "egress",
+    };
+    let classifier = program
+        .classifier_mut()
+        .ok_or(AttachError::WrongProgramType {
+            program: name,
+            object,
+        })?;
+    // TCX (kernel >= 6.6) needs no qdisc; older kernels attach through clsact.
+    if !tcx_available() {
+        match tc::qdisc_add_clsact(interface) {
+            Ok(()) | Err(TcError::AlreadyAttached) => {}
+            Err(TcError::NetlinkError(error)) if error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(source) => {
+                return Err(AttachError::Clsact {
+                    interface: interface.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    classifier
+        .attach(interface, direction.attach_type())
+        .map_err(|source| AttachError::Attach {
+            program: name,
+            interface: interface.to_owned(),
+            direction: direction_name,
+            source,
+        })
+}
+
+/// Attaches the XDP program of `program` to `interface` (native mode where the driver has it).
+pub fn attach_xdp(program: &mut LoadedProgram, interface: &str) -> Result<XdpLinkId, AttachError> {
+    check_interface_name(interface)?;
+    let object = program.object();
+    let name = object.program_name();
+    let xdp = program.xdp_mut().ok_or(AttachError::WrongProgramType {
+        program: name,
+        object,
+    })?;
+    xdp.attach(interface, XdpMode::Default)
+        .map_err(|source| AttachError::Attach {
+            program: name,
+            interface: interface.to_owned(),
+            direction: "xdp",
+            source,
+        })
+}
+
+/// Whether the kernel has TCX links (6.6+); aya then attaches through them instead of clsact.
+fn tcx_available() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current()
+        .is_ok_and(|current| current.code() >= KernelVersion::new(6, 6, 0).code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_the_kernel_would_reject_are_refused_before_any_syscall() {
+        for bad in ["", "a-name-that-is-too-long", "veth\0x", "eth/0", "eth 0"] {
+            assert!(
+                matches!(
+                    check_interface_name(bad),
+                    Err(AttachError::InvalidInterfaceName { .. })
+                ),
+                "{bad:?} was accepted"
+            );
+        }
+        assert!(check_interface_name("veth-skiff0").is_ok());
+        assert!(check_interface_name("123456789012345").is_ok());
+    }
+}
