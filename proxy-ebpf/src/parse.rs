@@ -48,7 +48,8 @@ pub struct Ipv4Header {
 
 #[repr(C)]
 pub struct Ipv6Header {
-    pub version_class_flow: u32,
+    /// Version (4 bits), traffic class (8 bits), flow label (20 bits), as on the wire.
+    pub version_class_flow: [u8; 4],
     pub payload_length: u16,
     pub next_header: u8,
     pub hop_limit: u8,
@@ -140,12 +141,7 @@ fn classify_ipv6(frame: &Frame, offset: usize) -> ProtocolClass {
         return ProtocolClass::Malformed;
     };
     // SAFETY: `header` checked that the IPv6 header lies inside the frame.
-    let (version, next_header) = unsafe {
-        (
-            ((*ip).version_class_flow.to_be_bytes()[0]) >> 4,
-            (*ip).next_header,
-        )
-    };
+    let (version, next_header) = unsafe { ((*ip).version_class_flow[0] >> 4, (*ip).next_header) };
     if version != 6 {
         return ProtocolClass::Malformed;
     }

@@ -57,6 +57,12 @@ pub enum AttachError {
         #[source]
         source: ProgramError,
     },
+    #[error("detaching {program}: {source}")]
+    Detach {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
 }
 
 /// Linux limits interface names to IFNAMSIZ - 1 bytes.
@@ -140,6 +146,41 @@ pub fn attach_xdp(program: &mut LoadedProgram, interface: &str) -> Result<XdpLin
             direction: "xdp",
             source,
         })
+}
+
+/// Detaches a TC program attached by [`attach_tc`]; the program stays loaded.
+pub fn detach_tc(
+    program: &mut LoadedProgram,
+    link: SchedClassifierLinkId,
+) -> Result<(), AttachError> {
+    let object = program.object();
+    let name = object.program_name();
+    let classifier = program
+        .classifier_mut()
+        .ok_or(AttachError::WrongProgramType {
+            program: name,
+            object,
+        })?;
+    classifier
+        .detach(link)
+        .map_err(|source| AttachError::Detach {
+            program: name,
+            source,
+        })
+}
+
+/// Detaches an XDP program attached by [`attach_xdp`]; the program stays loaded.
+pub fn detach_xdp(program: &mut LoadedProgram, link: XdpLinkId) -> Result<(), AttachError> {
+    let object = program.object();
+    let name = object.program_name();
+    let xdp = program.xdp_mut().ok_or(AttachError::WrongProgramType {
+        program: name,
+        object,
+    })?;
+    xdp.detach(link).map_err(|source| AttachError::Detach {
+        program: name,
+        source,
+    })
 }
 
 /// Whether the kernel has TCX links (6.6+); aya then attaches through them instead of clsact.

@@ -3,9 +3,11 @@
 //! Owns which object holds which program and the load step (verifier included). Never attaches a
 //! program anywhere; see [`crate::attach`].
 
+use std::time::Duration;
+
 use aya::{
     Ebpf, EbpfError,
-    programs::{ProgramError, SchedClassifier, Xdp},
+    programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 
 /// One BPF object (one binary of `proxy-ebpf`), holding one program.
@@ -55,6 +57,17 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
+}
+
+/// What one `BPF_PROG_TEST_RUN` returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The program's return value (`XDP_PASS`, `TC_ACT_OK`, ...).
+    pub verdict: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean run time per repetition, as the kernel measured it.
+    pub duration: Duration,
 }
 
 /// A loaded (verified) program together with its maps. Dropping it unloads the program and
@@ -112,6 +125,45 @@ impl LoadedProgram {
         self.ebpf
             .program_mut(self.object.program_name())
             .and_then(|program| program.try_into().ok())
+    }
+
+    /// Runs the program on `frame` through `BPF_PROG_TEST_RUN` (`repeat` times), without
+    /// attaching it anywhere. Maps are updated as for a real packet.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, ProgramError> {
+        // Room for programs that grow the frame (encapsulation, ICMP errors).
+        let mut output = vec![0u8; frame.len() + 512];
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut output),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let program = self.object.program_name();
+        let not_found = || ProgramError::UnexpectedProgramType;
+        let result = match self.object {
+            ProgramObject::TcPod => {
+                let classifier: &SchedClassifier = self
+                    .ebpf
+                    .program(program)
+                    .ok_or_else(not_found)?
+                    .try_into()?;
+                classifier.test_run(options)?
+            }
+            ProgramObject::XdpUplink => {
+                let xdp: &Xdp = self
+                    .ebpf
+                    .program(program)
+                    .ok_or_else(not_found)?
+                    .try_into()?;
+                xdp.test_run(options)?
+            }
+        };
+        output.truncate(result.data_size_out as usize);
+        Ok(TestRunOutcome {
+            verdict: result.return_value,
+            frame: output,
+            duration: result.duration,
+        })
     }
 
     /// The kernel's id of the loaded program (as `bpftool prog` shows it).

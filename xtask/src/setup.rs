@@ -48,6 +48,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("unzip", "unpacking the kubectl release"),
     ("ca-certificates", "TLS to the package registries"),
+    (
+        "protobuf-compiler",
+        "protoc, which the CRI and containerd API crates compile their protos with",
+    ),
 ];
 
 /// bpf-linker release built by setup; its llvm-NN features must cover the nightly's LLVM.
