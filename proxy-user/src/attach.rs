@@ -55,13 +55,13 @@ pub enum AttachError {
         interface: String,
         direction: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("detaching {program}: {source}")]
     Detach {
         program: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -126,7 +126,7 @@ pub fn attach_tc(
             program: name,
             interface: interface.to_owned(),
             direction: direction_name,
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -144,7 +144,7 @@ pub fn attach_xdp(program: &mut LoadedProgram, interface: &str) -> Result<XdpLin
             program: name,
             interface: interface.to_owned(),
             direction: "xdp",
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -165,7 +165,7 @@ pub fn detach_tc(
         .detach(link)
         .map_err(|source| AttachError::Detach {
             program: name,
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -179,7 +179,7 @@ pub fn detach_xdp(program: &mut LoadedProgram, link: XdpLinkId) -> Result<(), At
     })?;
     xdp.detach(link).map_err(|source| AttachError::Detach {
         program: name,
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -102,7 +102,7 @@ impl Ipv4 {
     /// The packet: header (with a valid header checksum) followed by `payload`.
     pub fn packet(&self, payload: &[u8]) -> Vec<u8> {
         let mut options = self.options.clone();
-        while options.len() % 4 != 0 {
+        while !options.len().is_multiple_of(4) {
             options.push(0);
         }
         let header_len = 20 + options.len();

@@ -40,6 +40,7 @@ pub fn run(root: &Path, args: &TestArgs) -> anyhow::Result<()> {
         lint(root)?;
     }
     let totals = cargo_test(root, args.filter.as_deref())?;
+    let leftovers = leftovers();
     println!(
         "\nxtask test: {} test binaries, {:.0} s in all",
         totals.binaries,
@@ -51,6 +52,12 @@ pub fn run(root: &Path, args: &TestArgs) -> anyhow::Result<()> {
     );
     if totals.failed > 0 || !totals.exit_ok {
         bail!("tests failed");
+    }
+    if !leftovers.is_empty() {
+        bail!(
+            "the tests passed but left things behind: {}",
+            leftovers.join("; ")
+        );
     }
     if totals.passed == 0 {
         bail!("no test ran");
@@ -111,6 +118,35 @@ fn lint(root: &Path) -> anyhow::Result<()> {
             .env_remove("RUSTUP_TOOLCHAIN"),
     )?;
     Ok(())
+}
+
+/// What the harness must have cleaned up: its network namespaces (`sk-*`) and containerd
+/// instances started from its temporary directories.
+fn leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        let names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("sk-"))
+            .collect();
+        if !names.is_empty() {
+            found.push(format!("network namespaces {}", names.join(", ")));
+        }
+    }
+    let processes = Command::new("pgrep")
+        .args(["-a", "-f", "containerd"])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default();
+    let ours: Vec<&str> = processes
+        .lines()
+        .filter(|line| line.contains("/skc-"))
+        .collect();
+    if !ours.is_empty() {
+        found.push(format!("containerd processes: {}", ours.join(" | ")));
+    }
+    found
 }
 
 #[derive(Default)]
