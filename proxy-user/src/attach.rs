@@ -6,7 +6,7 @@
 //! the calling thread: to attach inside another namespace, call from a thread that entered it.
 
 use aya::programs::{
-    ProgramError, TcAttachType, XdpMode, tc,
+    ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc,
     tc::{SchedClassifierLinkId, TcError},
     xdp::XdpLinkId,
 };
@@ -95,18 +95,12 @@ pub fn attach_tc(
     direction: TcDirection,
 ) -> Result<SchedClassifierLinkId, AttachError> {
     check_interface_name(interface)?;
-    let object = program.object();
-    let name = object.program_name();
+    let name = program.object().program_name();
     let direction_name = match direction {
         TcDirection::Ingress => "ingress",
         TcDirection::Egress => "egress",
     };
-    let classifier = program
-        .classifier_mut()
-        .ok_or(AttachError::WrongProgramType {
-            program: name,
-            object,
-        })?;
+    let classifier = classifier(program)?;
     // TCX (kernel >= 6.6) needs no qdisc; older kernels attach through clsact.
     if !tcx_available() {
         match tc::qdisc_add_clsact(interface) {
@@ -133,12 +127,8 @@ pub fn attach_tc(
 /// Attaches the XDP program of `program` to `interface` (native mode where the driver has it).
 pub fn attach_xdp(program: &mut LoadedProgram, interface: &str) -> Result<XdpLinkId, AttachError> {
     check_interface_name(interface)?;
-    let object = program.object();
-    let name = object.program_name();
-    let xdp = program.xdp_mut().ok_or(AttachError::WrongProgramType {
-        program: name,
-        object,
-    })?;
+    let name = program.object().program_name();
+    let xdp = xdp(program)?;
     xdp.attach(interface, XdpMode::Default)
         .map_err(|source| AttachError::Attach {
             program: name,
@@ -153,14 +143,8 @@ pub fn detach_tc(
     program: &mut LoadedProgram,
     link: SchedClassifierLinkId,
 ) -> Result<(), AttachError> {
-    let object = program.object();
-    let name = object.program_name();
-    let classifier = program
-        .classifier_mut()
-        .ok_or(AttachError::WrongProgramType {
-            program: name,
-            object,
-        })?;
+    let name = program.object().program_name();
+    let classifier = classifier(program)?;
     classifier
         .detach(link)
         .map_err(|source| AttachError::Detach {
@@ -171,16 +155,29 @@ pub fn detach_tc(
 
 /// Detaches an XDP program attached by [`attach_xdp`]; the program stays loaded.
 pub fn detach_xdp(program: &mut LoadedProgram, link: XdpLinkId) -> Result<(), AttachError> {
-    let object = program.object();
-    let name = object.program_name();
-    let xdp = program.xdp_mut().ok_or(AttachError::WrongProgramType {
-        program: name,
-        object,
-    })?;
+    let name = program.object().program_name();
+    let xdp = xdp(program)?;
     xdp.detach(link).map_err(|source| AttachError::Detach {
         program: name,
         source: Box::new(source),
     })
+}
+
+fn wrong_type(program: &LoadedProgram) -> AttachError {
+    AttachError::WrongProgramType {
+        program: program.object().program_name(),
+        object: program.object(),
+    }
+}
+
+fn classifier(program: &mut LoadedProgram) -> Result<&mut SchedClassifier, AttachError> {
+    let error = wrong_type(program);
+    program.classifier_mut().ok_or(error)
+}
+
+fn xdp(program: &mut LoadedProgram) -> Result<&mut Xdp, AttachError> {
+    let error = wrong_type(program);
+    program.xdp_mut().ok_or(error)
 }
 
 /// Whether the kernel has TCX links (6.6+); aya then attaches through them instead of clsact.

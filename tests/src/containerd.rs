@@ -43,7 +43,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     cri::{self, CriClient, CriError},
-    netns::{NetNs, owner_pid, process_alive},
+    netns::NetNs,
     oci_image::{self, OciImageError, PAUSE_IMAGE},
 };
 
@@ -1000,23 +1000,14 @@ fn unescape_mount_path(field: &str) -> PathBuf {
 
 /// Tears down instance directories of harness processes that no longer exist.
 fn remove_stale_instances() {
-    let Ok(entries) = std::fs::read_dir(BASE_DIR) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(&format!("{DIR_PREFIX}-")) {
-            continue;
-        }
-        if owner_pid(&name).is_some_and(|pid| !process_alive(pid)) {
-            let problems = clean_up_dir(&entry.path());
-            eprintln!(
-                "harness: removed stale containerd directory {}",
-                entry.path().display()
-            );
-            for problem in problems {
-                eprintln!("harness:   {problem}");
-            }
+    for (_, path) in crate::abandoned_entries(BASE_DIR, DIR_PREFIX) {
+        let problems = clean_up_dir(&path);
+        eprintln!(
+            "harness: removed stale containerd directory {}",
+            path.display()
+        );
+        for problem in problems {
+            eprintln!("harness:   {problem}");
         }
     }
 }

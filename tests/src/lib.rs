@@ -24,3 +24,53 @@ pub fn unique_name(prefix: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
 }
+
+/// Whether a process with this pid exists.
+pub(crate) fn process_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pid in a harness name `<prefix>-<pid>-<n>` (see [`unique_name`]).
+pub(crate) fn owner_pid(name: &str) -> Option<i32> {
+    let mut parts = name.rsplit('-');
+    let _n = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+/// Entries of `dir` named `<prefix>-...-<pid>-<n>` whose owning process no longer exists: what a
+/// killed test process left behind. Returns (name, path) pairs.
+pub(crate) fn abandoned_entries(dir: &str, prefix: &str) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            )
+        })
+        .filter(|(name, _)| name.starts_with(&format!("{prefix}-")))
+        .filter(|(name, _)| owner_pid(name).is_some_and(|pid| !process_alive(pid)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pid_is_read_from_the_second_to_last_field() {
+        assert_eq!(owner_pid("sk-veth-a-4242-7"), Some(4242));
+        assert_eq!(owner_pid("sk-x-1-0"), Some(1));
+        assert_eq!(owner_pid("cni-1234"), None);
+    }
+
+    #[test]
+    fn unique_names_carry_this_process_as_owner() {
+        let name = unique_name("sk-probe");
+        assert_eq!(owner_pid(&name), Some(std::process::id() as i32));
+        assert_ne!(name, unique_name("sk-probe"));
+    }
+}

@@ -183,47 +183,12 @@ fn run_ip(args: &[&str]) -> Result<String, NetNsError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Whether a process with this pid exists.
-pub(crate) fn process_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// The pid in a harness name `<prefix>-<pid>-<n>`.
-pub(crate) fn owner_pid(name: &str) -> Option<i32> {
-    let mut parts = name.rsplit('-');
-    let _n = parts.next()?;
-    parts.next()?.parse().ok()
-}
-
 /// Removes namespaces left by harness processes that no longer exist (killed by a timeout, say).
 fn remove_stale_namespaces() {
-    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(&format!("{NAME_PREFIX}-")) {
-            continue;
+    for (name, _) in crate::abandoned_entries(NETNS_DIR, NAME_PREFIX) {
+        match run_ip(&["netns", "del", &name]) {
+            Ok(_) => eprintln!("harness: removed stale network namespace {name}"),
+            Err(error) => eprintln!("harness: could not remove stale namespace {name}: {error}"),
         }
-        if owner_pid(&name).is_some_and(|pid| !process_alive(pid)) {
-            match run_ip(&["netns", "del", &name]) {
-                Ok(_) => eprintln!("harness: removed stale network namespace {name}"),
-                Err(error) => {
-                    eprintln!("harness: could not remove stale namespace {name}: {error}")
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_pid_is_read_from_the_second_to_last_field() {
-        assert_eq!(owner_pid("sk-veth-a-4242-7"), Some(4242));
-        assert_eq!(owner_pid("sk-x-1-0"), Some(1));
-        assert_eq!(owner_pid("cni-1234"), None);
     }
 }

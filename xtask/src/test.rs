@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    build_ebpf::{BPF_TARGET, bpf_rustflags},
+    build_ebpf::{BPF_TARGET, nightly_bpf_cargo},
     command, setup,
 };
 
@@ -92,31 +92,7 @@ fn lint(root: &Path) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     println!("== cargo clippy (proxy-ebpf for {BPF_TARGET})");
-    command::run(
-        Command::new("rustup")
-            .current_dir(root)
-            .args([
-                "run",
-                "nightly",
-                "cargo",
-                "clippy",
-                "--package",
-                "proxy-ebpf",
-                "--release",
-            ])
-            .args([
-                "--target",
-                BPF_TARGET,
-                "-Z",
-                "build-std=core",
-                "--target-dir",
-            ])
-            .arg(root.join("target/bpf"))
-            .args(["--", "-D", "warnings"])
-            .env("CARGO_ENCODED_RUSTFLAGS", bpf_rustflags())
-            .env_remove("RUSTC")
-            .env_remove("RUSTUP_TOOLCHAIN"),
-    )?;
+    command::run(nightly_bpf_cargo(root, "clippy").args(["--", "-D", "warnings"]))?;
     Ok(())
 }
 
