@@ -1,12 +1,20 @@
 //! Shared kernel-side logic for Skiff's BPF programs.
 //!
 //! Each attach point is one binary (`tc_pod`, `xdp_uplink`) that reads as a pipeline over the
-//! `#[inline(always)]` modules here. This crate owns packet parsing and statistics; it must not
-//! define maps (every program object defines its own) nor know about attach points.
+//! `#[inline(always)]` modules here. This crate owns packet parsing, conntrack, backend selection, NAT, statistics and
+//! the map definitions (`maps`, shared by every object); it must not know about attach points.
 //!
 //! Everything is compiled only for `target_arch = "bpf"`; on the host the library is empty.
 #![no_std]
 
+#[cfg(target_arch = "bpf")]
+pub mod conntrack;
+#[cfg(target_arch = "bpf")]
+pub mod lb;
+#[cfg(target_arch = "bpf")]
+pub mod maps;
+#[cfg(target_arch = "bpf")]
+pub mod nat;
 #[cfg(target_arch = "bpf")]
 pub mod parse;
 #[cfg(target_arch = "bpf")]

@@ -171,3 +171,112 @@ fn classify_transport(
     }
     class
 }
+
+/// Offset of the IPv4 header checksum, source and destination inside the IPv4 header.
+pub const IPV4_CHECK_OFFSET: usize = 10;
+pub const IPV4_SOURCE_OFFSET: usize = 12;
+pub const IPV4_DESTINATION_OFFSET: usize = 16;
+/// Offsets inside the TCP/UDP header.
+pub const L4_SOURCE_PORT_OFFSET: usize = 0;
+pub const L4_DESTINATION_PORT_OFFSET: usize = 2;
+pub const TCP_FLAGS_OFFSET: usize = 13;
+pub const TCP_CHECK_OFFSET: usize = 16;
+pub const UDP_CHECK_OFFSET: usize = 6;
+/// IPv4 "more fragments" flag (host order `frag_off`).
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+
+/// A TCP or UDP packet over IPv4 that can be load-balanced: an unfragmented packet whose
+/// Ethernet, IPv4 and transport headers all lie in the frame. Addresses and ports are in network
+/// byte order; offsets are from the start of the frame.
+#[derive(Clone, Copy)]
+pub struct Ipv4Flow {
+    /// Offset of the IPv4 header.
+    pub l3: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4: usize,
+    pub protocol: u8,
+    pub source: u32,
+    pub destination: u32,
+    pub source_port: u16,
+    pub destination_port: u16,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+impl Ipv4Flow {
+    /// Offset of the transport checksum field.
+    #[inline(always)]
+    pub fn l4_check_offset(&self) -> usize {
+        if self.protocol == IPPROTO_TCP {
+            self.l4 + TCP_CHECK_OFFSET
+        } else {
+            self.l4 + UDP_CHECK_OFFSET
+        }
+    }
+}
+
+#[repr(C)]
+struct Ports {
+    source: u16,
+    destination: u16,
+}
+
+/// Parses a frame into an [`Ipv4Flow`], or `None` for anything that must not be translated:
+/// non-IPv4, protocols other than TCP/UDP, fragments (no ports in later fragments, so neither
+/// the first nor the later ones are translated) and truncated or inconsistent headers.
+#[inline(always)]
+pub fn ipv4_flow(frame: &Frame) -> Option<Ipv4Flow> {
+    let ethernet = frame.header::<EthernetHeader>(0)?;
+    // SAFETY: `header` checked that the Ethernet header lies inside the frame.
+    if u16::from_be(unsafe { (*ethernet).ether_type }) != ETH_P_IP {
+        return None;
+    }
+    let l3 = ETH_HEADER_LEN;
+    let ip = frame.header::<Ipv4Header>(l3)?;
+    // SAFETY: `header` checked that the minimal IPv4 header lies inside the frame.
+    let (version_ihl, frag_off, protocol, source, destination) = unsafe {
+        (
+            (*ip).version_ihl,
+            u16::from_be((*ip).frag_off),
+            (*ip).protocol,
+            (*ip).source,
+            (*ip).destination,
+        )
+    };
+    let header_len = ((version_ihl & 0x0f) as usize) * 4;
+    if version_ihl >> 4 != 4 || header_len < IPV4_MIN_HEADER_LEN {
+        return None;
+    }
+    if frag_off & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET_MASK) != 0 {
+        return None;
+    }
+    let transport_len = match protocol {
+        IPPROTO_TCP => TCP_MIN_HEADER_LEN,
+        IPPROTO_UDP => UDP_HEADER_LEN,
+        _ => return None,
+    };
+    let l4 = l3 + header_len;
+    if !frame.holds(l4, transport_len) {
+        return None;
+    }
+    let ports = frame.header::<Ports>(l4)?;
+    // SAFETY: `header` checked that the ports lie inside the frame.
+    let (source_port, destination_port) = unsafe { ((*ports).source, (*ports).destination) };
+    let tcp_flags = if protocol == IPPROTO_TCP {
+        let flags = frame.header::<u8>(l4 + TCP_FLAGS_OFFSET)?;
+        // SAFETY: `header` checked that the flags byte lies inside the frame.
+        unsafe { *flags }
+    } else {
+        0
+    };
+    Some(Ipv4Flow {
+        l3,
+        l4,
+        protocol,
+        source,
+        destination,
+        source_port,
+        destination_port,
+        tcp_flags,
+    })
+}

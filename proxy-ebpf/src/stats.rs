@@ -18,3 +18,41 @@ pub fn count_protocol(map: &PerCpuArray<PacketCounter>, class: ProtocolClass, by
         }
     }
 }
+
+use proxy_common::{DropReason, FlowCounter};
+
+use crate::maps::{BACKEND_STATS, DROP_STATS, SERVICE_STATS};
+
+/// Adds a packet of `bytes` bytes (and a new flow when `new_flow`) to a per-CPU flow counter.
+#[inline(always)]
+fn count_flow_in(map: &PerCpuArray<FlowCounter>, index: u32, bytes: u64, new_flow: bool) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // SAFETY: as in `count_protocol`.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+            if new_flow {
+                (*counter).new_flows += 1;
+            }
+        }
+    }
+}
+
+/// Counts a balanced packet for its service and backend.
+#[inline(always)]
+pub fn count_flow(service_id: u32, backend_id: u32, bytes: u64, new_flow: bool) {
+    count_flow_in(&SERVICE_STATS, service_id, bytes, new_flow);
+    count_flow_in(&BACKEND_STATS, backend_id, bytes, new_flow);
+}
+
+/// Counts a packet dropped or rejected for `reason`.
+#[inline(always)]
+pub fn count_drop(reason: DropReason, bytes: u64) {
+    if let Some(counter) = DROP_STATS.get_ptr_mut(reason.index()) {
+        // SAFETY: as in `count_protocol`.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+        }
+    }
+}

@@ -1,38 +1,156 @@
-//! TC classifier for a pod's host-side veth.
+//! TC programs for a pod's host-side veth.
 //!
-//! Pipeline today: parse → count. It classifies every packet by protocol into the per-CPU
-//! `PROTOCOL_STATS` map and always passes it (`TC_ACT_OK`); it never changes a packet.
+//! - `tc_from_pod` (ingress of the host-side veth: packets leaving the pod): parse → conntrack →
+//!   service lookup → backend selection → DNAT → conntrack entry.
+//! - `tc_to_pod` (egress of the host-side veth: packets entering the pod): parse → conntrack
+//!   reply lookup → reverse NAT (source back to the service VIP).
+//!
+//! Both count every packet by protocol. Anything that is not a balanced TCP/UDP IPv4 flow passes
+//! unchanged.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{
-        bindings::TC_ACT_OK, macros::classifier, macros::map, maps::PerCpuArray,
+        bindings::{TC_ACT_OK, TC_ACT_SHOT},
+        macros::classifier,
         programs::TcContext,
     };
-    use proxy_common::{PROTOCOL_CLASS_COUNT, PacketCounter};
+    use proxy_common::{DropReason, SERVICE_FLAG_DROP_WHEN_EMPTY, tcp_reopens, TcpState, CONNTRACK_FLAG_SEEN_REPLY};
     use proxy_ebpf::{
-        parse::{Frame, classify},
-        stats::count_protocol,
+        conntrack,
+        lb,
+        maps::{CONNTRACK, PROTOCOL_STATS},
+        nat::{self, Side},
+        parse::{Frame, Ipv4Flow, classify, ipv4_flow, IPPROTO_TCP},
+        stats::{count_drop, count_flow, count_protocol},
     };
 
-    #[map]
-    static PROTOCOL_STATS: PerCpuArray<PacketCounter> =
-        PerCpuArray::with_max_entries(PROTOCOL_CLASS_COUNT, 0);
+    /// Headers a balanced flow needs in the linear part of the skb (Ethernet, IPv4 with options,
+    /// TCP).
+    const HEADERS_MAX: u32 = 14 + 60 + 20;
+
+    fn frame(ctx: &TcContext) -> Frame {
+        Frame::new(ctx.data(), ctx.data_end())
+    }
+
+    /// The flow of this packet, pulling headers into the linear area when they are not there.
+    #[inline(always)]
+    fn flow(ctx: &TcContext) -> Option<Ipv4Flow> {
+        if let Some(flow) = ipv4_flow(&frame(ctx)) {
+            return Some(flow);
+        }
+        let linear = (ctx.data_end() - ctx.data()) as u32;
+        if ctx.len() > linear {
+            let want = if ctx.len() < HEADERS_MAX { ctx.len() } else { HEADERS_MAX };
+            if ctx.pull_data(want).is_ok() {
+                return ipv4_flow(&frame(ctx));
+            }
+        }
+        None
+    }
 
     #[classifier]
-    pub fn tc_pod(ctx: TcContext) -> i32 {
-        let frame = Frame::new(ctx.data(), ctx.data_end());
-        count_protocol(&PROTOCOL_STATS, classify(&frame), u64::from(ctx.len()));
-        TC_ACT_OK
+    pub fn tc_from_pod(ctx: TcContext) -> i32 {
+        count_protocol(&PROTOCOL_STATS, classify(&frame(&ctx)), u64::from(ctx.len()));
+        match flow(&ctx) {
+            Some(flow) => from_pod(&ctx, &flow),
+            None => TC_ACT_OK,
+        }
+    }
+
+    #[classifier]
+    pub fn tc_to_pod(ctx: TcContext) -> i32 {
+        count_protocol(&PROTOCOL_STATS, classify(&frame(&ctx)), u64::from(ctx.len()));
+        match flow(&ctx) {
+            Some(flow) => to_pod(&ctx, &flow),
+            None => TC_ACT_OK,
+        }
+    }
+
+    #[inline(always)]
+    fn translate(ctx: &TcContext, flow: &Ipv4Flow, side: Side, address: u32, port: u16) -> i32 {
+        match nat::rewrite(ctx, flow, side, address, port) {
+            Ok(()) => TC_ACT_OK,
+            Err(_) => {
+                count_drop(DropReason::RewriteFailed, u64::from(ctx.len()));
+                TC_ACT_SHOT
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn from_pod(ctx: &TcContext, flow: &Ipv4Flow) -> i32 {
+        let now = conntrack::now_ns();
+        let bytes = u64::from(ctx.len());
+        // An existing flow keeps its backend while the entry is live and the backend exists.
+        if let Some(entry) = CONNTRACK.get_ptr_mut(&conntrack::forward_key(flow)) {
+            // SAFETY: the pointer comes from a successful lookup; the value is copied at once.
+            let current = unsafe { *entry };
+            let config = conntrack::config();
+            let reopened = flow.protocol == IPPROTO_TCP
+                && tcp_reopens(TcpState::from_byte(current.state), flow.tcp_flags);
+            if !reopened && !conntrack::is_expired(&current, &config, now) {
+                if let Some(backend) = lb::backend(current.backend_id) {
+                    if backend.address == current.nat_address && backend.port == current.nat_port {
+                        // SAFETY: see above; only this flow's packets write these fields.
+                        unsafe {
+                            (*entry).last_seen_ns = now;
+                            (*entry).state = conntrack::advance(flow, current.state, false);
+                        }
+                        count_flow(current.service_id, current.backend_id, bytes, false);
+                        return translate(ctx, flow, Side::Destination, current.nat_address, current.nat_port);
+                    }
+                }
+            }
+            // Expired, reopened, or its backend is gone: balance it afresh below.
+        }
+        let Some(service) = lb::service_of(flow) else {
+            return TC_ACT_OK;
+        };
+        let Some((backend_id, backend)) = lb::select(&service, flow.source, now) else {
+            let reason = if service.backend_count != 0 {
+                DropReason::MissingBackend
+            } else if service.flags & SERVICE_FLAG_DROP_WHEN_EMPTY != 0 {
+                DropReason::NoLocalEndpoints
+            } else {
+                DropReason::NoEndpoints
+            };
+            count_drop(reason, bytes);
+            return TC_ACT_SHOT;
+        };
+        if conntrack::record(flow, service.service_id, backend_id, &backend, now).is_err() {
+            count_drop(DropReason::ConntrackFull, bytes);
+            return TC_ACT_SHOT;
+        }
+        count_flow(service.service_id, backend_id, bytes, true);
+        translate(ctx, flow, Side::Destination, backend.address, backend.port)
+    }
+
+    #[inline(always)]
+    fn to_pod(ctx: &TcContext, flow: &Ipv4Flow) -> i32 {
+        let Some(entry) = CONNTRACK.get_ptr_mut(&conntrack::reply_key(flow)) else {
+            return TC_ACT_OK;
+        };
+        // SAFETY: the pointer comes from a successful lookup; the value is copied at once.
+        let reply = unsafe { *entry };
+        let now = conntrack::now_ns();
+        // SAFETY: see above.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).flags |= CONNTRACK_FLAG_SEEN_REPLY;
+        }
+        conntrack::touch_forward_from_reply(flow, &reply, now);
+        count_flow(reply.service_id, reply.backend_id, u64::from(ctx.len()), false);
+        translate(ctx, flow, Side::Source, reply.nat_address, reply.nat_port)
     }
 }
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
     eprintln!(
-        "tc_pod is a BPF program: it is built for bpfel-unknown-none and embedded in skiff-proxy"
+        "tc_pod holds BPF programs: it is built for bpfel-unknown-none and embedded in skiff-proxy"
     );
     std::process::exit(2);
 }

@@ -7,19 +7,12 @@
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{
-        bindings::xdp_action::XDP_PASS, macros::map, macros::xdp, maps::PerCpuArray,
-        programs::XdpContext,
-    };
-    use proxy_common::{PROTOCOL_CLASS_COUNT, PacketCounter};
+    use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext};
     use proxy_ebpf::{
+        maps::PROTOCOL_STATS,
         parse::{Frame, classify},
         stats::count_protocol,
     };
-
-    #[map]
-    static PROTOCOL_STATS: PerCpuArray<PacketCounter> =
-        PerCpuArray::with_max_entries(PROTOCOL_CLASS_COUNT, 0);
 
     #[xdp]
     pub fn xdp_uplink(ctx: XdpContext) -> u32 {

@@ -11,7 +11,7 @@ use aya::programs::{
     xdp::XdpLinkId,
 };
 
-use crate::programs::{LoadedProgram, ProgramObject};
+use crate::programs::{LoadedObject, ProgramName};
 
 /// Where on an interface a TC program runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,10 +38,10 @@ pub enum AttachError {
         interface: String,
         reason: &'static str,
     },
-    #[error("{program} cannot be attached this way: it is a {object:?} program")]
+    #[error("{program} cannot be attached this way: the {object} object has no such program of that type")]
     WrongProgramType {
         program: &'static str,
-        object: ProgramObject,
+        object: &'static str,
     },
     #[error("adding the clsact qdisc to {interface}: {source}")]
     Clsact {
@@ -90,17 +90,18 @@ fn check_interface_name(interface: &str) -> Result<(), AttachError> {
 
 /// Attaches the TC program of `program` to `interface` in `direction`.
 pub fn attach_tc(
-    program: &mut LoadedProgram,
+    object: &mut LoadedObject,
+    program: ProgramName,
     interface: &str,
     direction: TcDirection,
 ) -> Result<SchedClassifierLinkId, AttachError> {
     check_interface_name(interface)?;
-    let name = program.object().program_name();
+    let name = program.as_str();
     let direction_name = match direction {
         TcDirection::Ingress => "ingress",
         TcDirection::Egress => "egress",
     };
-    let classifier = classifier(program)?;
+    let classifier = classifier(object, program)?;
     // TCX (kernel >= 6.6) needs no qdisc; older kernels attach through clsact.
     if !tcx_available() {
         match tc::qdisc_add_clsact(interface) {
@@ -125,10 +126,14 @@ pub fn attach_tc(
 }
 
 /// Attaches the XDP program of `program` to `interface` (native mode where the driver has it).
-pub fn attach_xdp(program: &mut LoadedProgram, interface: &str) -> Result<XdpLinkId, AttachError> {
+pub fn attach_xdp(
+    object: &mut LoadedObject,
+    program: ProgramName,
+    interface: &str,
+) -> Result<XdpLinkId, AttachError> {
     check_interface_name(interface)?;
-    let name = program.object().program_name();
-    let xdp = xdp(program)?;
+    let name = program.as_str();
+    let xdp = xdp(object, program)?;
     xdp.attach(interface, XdpMode::Default)
         .map_err(|source| AttachError::Attach {
             program: name,
@@ -140,11 +145,12 @@ pub fn attach_xdp(program: &mut LoadedProgram, interface: &str) -> Result<XdpLin
 
 /// Detaches a TC program attached by [`attach_tc`]; the program stays loaded.
 pub fn detach_tc(
-    program: &mut LoadedProgram,
+    object: &mut LoadedObject,
+    program: ProgramName,
     link: SchedClassifierLinkId,
 ) -> Result<(), AttachError> {
-    let name = program.object().program_name();
-    let classifier = classifier(program)?;
+    let name = program.as_str();
+    let classifier = classifier(object, program)?;
     classifier
         .detach(link)
         .map_err(|source| AttachError::Detach {
@@ -154,30 +160,37 @@ pub fn detach_tc(
 }
 
 /// Detaches an XDP program attached by [`attach_xdp`]; the program stays loaded.
-pub fn detach_xdp(program: &mut LoadedProgram, link: XdpLinkId) -> Result<(), AttachError> {
-    let name = program.object().program_name();
-    let xdp = xdp(program)?;
+pub fn detach_xdp(
+    object: &mut LoadedObject,
+    program: ProgramName,
+    link: XdpLinkId,
+) -> Result<(), AttachError> {
+    let name = program.as_str();
+    let xdp = xdp(object, program)?;
     xdp.detach(link).map_err(|source| AttachError::Detach {
         program: name,
         source: Box::new(source),
     })
 }
 
-fn wrong_type(program: &LoadedProgram) -> AttachError {
+fn wrong_type(object: &LoadedObject, program: ProgramName) -> AttachError {
     AttachError::WrongProgramType {
-        program: program.object().program_name(),
-        object: program.object(),
+        program: program.as_str(),
+        object: object.object().name(),
     }
 }
 
-fn classifier(program: &mut LoadedProgram) -> Result<&mut SchedClassifier, AttachError> {
-    let error = wrong_type(program);
-    program.classifier_mut().ok_or(error)
+fn classifier(
+    object: &mut LoadedObject,
+    program: ProgramName,
+) -> Result<&mut SchedClassifier, AttachError> {
+    let error = wrong_type(object, program);
+    object.classifier_mut(program).ok_or(error)
 }
 
-fn xdp(program: &mut LoadedProgram) -> Result<&mut Xdp, AttachError> {
-    let error = wrong_type(program);
-    program.xdp_mut().ok_or(error)
+fn xdp(object: &mut LoadedObject, program: ProgramName) -> Result<&mut Xdp, AttachError> {
+    let error = wrong_type(object, program);
+    object.xdp_mut(program).ok_or(error)
 }
 
 /// Whether the kernel has TCX links (6.6+); aya then attaches through them instead of clsact.

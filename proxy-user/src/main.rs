@@ -6,7 +6,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use skiff_proxy::programs::{LoadedProgram, ProgramObject};
+use skiff_proxy::programs::{DEFAULT_PIN_DIRECTORY, LoadOptions, LoadedObject, ProgramObject};
 
 /// Skiff's eBPF service dataplane: ClusterIP, NodePort and external IPs in XDP and TC programs.
 #[derive(Parser, Debug)]
@@ -37,16 +37,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn verify() -> anyhow::Result<()> {
-    for object in [ProgramObject::TcPod, ProgramObject::XdpUplink] {
-        let program = LoadedProgram::load(object)
-            .with_context(|| format!("the kernel refused {}", object.program_name()))?;
-        let id = program
-            .program_id()
-            .map_or_else(|| "unknown".to_owned(), |id| id.to_string());
-        println!(
-            "{:<12} verified and loaded (program id {id}), now unloaded",
-            object.program_name()
-        );
-    }
-    Ok(())
+    // Verification must not touch a running dataplane's pinned maps: use a scratch directory.
+    let scratch = format!("{DEFAULT_PIN_DIRECTORY}-verify-{}", std::process::id());
+    let options = LoadOptions::new(&scratch);
+    let result = (|| {
+        for object in [ProgramObject::TcPod, ProgramObject::XdpUplink] {
+            let loaded = LoadedObject::load(object, &options)
+                .with_context(|| format!("the kernel refused {}", object.name()))?;
+            for program in object.programs() {
+                let id = loaded
+                    .program_id(*program)
+                    .map_or_else(|| "unknown".to_owned(), |id| id.to_string());
+                println!("{:<12} verified and loaded (program id {id})", program.as_str());
+            }
+        }
+        anyhow::Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }

@@ -1,30 +1,77 @@
 //! The BPF objects built from `proxy-ebpf`, embedded at compile time, and their loading.
 //!
-//! Owns which object holds which program and the load step (verifier included). Never attaches a
-//! program anywhere; see [`crate::attach`].
+//! Owns which object holds which programs, where shared maps are pinned, how big they are, and
+//! the load step (verifier included). Never attaches a program anywhere ([`crate::attach`]) and
+//! never writes map contents ([`crate::maps`]).
 
-use std::time::Duration;
-
-use aya::{
-    Ebpf, EbpfError,
-    programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
 };
 
-/// One BPF object (one binary of `proxy-ebpf`), holding one program.
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+};
+use proxy_common::{
+    AFFINITY_MAP, BACKEND_SLOTS_MAP, BACKEND_STATS_MAP, BACKENDS_MAP, CONNTRACK_MAP,
+    SERVICE_STATS_MAP, SERVICES_MAP,
+};
+
+/// Where skiff-proxy pins its maps and links by default.
+pub const DEFAULT_PIN_DIRECTORY: &str = "/sys/fs/bpf/skiff";
+
+/// One BPF object (one binary of `proxy-ebpf`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgramObject {
-    /// TC classifier for a pod's host-side veth (`proxy-ebpf/src/tc_pod.rs`).
+    /// TC programs for a pod's host-side veth (`proxy-ebpf/src/tc_pod.rs`).
     TcPod,
     /// XDP program for the node's uplink (`proxy-ebpf/src/xdp_uplink.rs`).
     XdpUplink,
 }
 
+/// A program inside an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramName {
+    /// TC, ingress of a pod's host-side veth: packets leaving the pod (service DNAT).
+    TcFromPod,
+    /// TC, egress of a pod's host-side veth: packets entering the pod (reverse NAT).
+    TcToPod,
+    /// XDP on the uplink.
+    XdpUplink,
+}
+
+impl ProgramName {
+    /// The program's function name in `proxy-ebpf` (as `bpftool prog` shows it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProgramName::TcFromPod => "tc_from_pod",
+            ProgramName::TcToPod => "tc_to_pod",
+            ProgramName::XdpUplink => "xdp_uplink",
+        }
+    }
+
+    pub const fn object(self) -> ProgramObject {
+        match self {
+            ProgramName::TcFromPod | ProgramName::TcToPod => ProgramObject::TcPod,
+            ProgramName::XdpUplink => ProgramObject::XdpUplink,
+        }
+    }
+}
+
 impl ProgramObject {
-    /// The name of the program inside the object (its function name in `proxy-ebpf`).
-    pub const fn program_name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             ProgramObject::TcPod => "tc_pod",
             ProgramObject::XdpUplink => "xdp_uplink",
+        }
+    }
+
+    /// The programs of this object.
+    pub const fn programs(self) -> &'static [ProgramName] {
+        match self {
+            ProgramObject::TcPod => &[ProgramName::TcFromPod, ProgramName::TcToPod],
+            ProgramObject::XdpUplink => &[ProgramName::XdpUplink],
         }
     }
 
@@ -41,21 +88,76 @@ impl ProgramObject {
     }
 }
 
+/// Sizes of the shared maps (`--max-services` and friends). They apply when a map is created;
+/// a map already pinned keeps the size it was created with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Service frontends (VIP, port, protocol).
+    pub services: u32,
+    /// Backends, and also service slots per backend on average × services.
+    pub backends: u32,
+    /// Backend slots over all services.
+    pub backend_slots: u32,
+    /// Conntrack entries (two per flow).
+    pub conntrack: u32,
+    /// ClientIP affinity entries.
+    pub affinity: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> MapSizes {
+        MapSizes {
+            services: 65_536,
+            backends: 65_536,
+            backend_slots: 262_144,
+            conntrack: 262_144,
+            affinity: 65_536,
+        }
+    }
+}
+
+/// How to load an object.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// bpffs directory where shared maps are pinned (and found again after a restart).
+    pub pin_directory: PathBuf,
+    pub map_sizes: MapSizes,
+}
+
+impl LoadOptions {
+    pub fn new(pin_directory: impl Into<PathBuf>) -> LoadOptions {
+        LoadOptions {
+            pin_directory: pin_directory.into(),
+            map_sizes: MapSizes::default(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("parsing the BPF object of {program}: {source}")]
-    Object {
-        program: &'static str,
+    #[error("creating the pin directory {path}: {source}")]
+    PinDirectory {
+        path: PathBuf,
         #[source]
-        source: EbpfError,
+        source: std::io::Error,
     },
-    #[error("the BPF object of {program} has no program named {program} of the expected type")]
-    MissingProgram { program: &'static str },
+    #[error("loading the BPF object {object} (maps pinned in {pin_directory}): {source}")]
+    Object {
+        object: &'static str,
+        pin_directory: PathBuf,
+        #[source]
+        source: Box<EbpfError>,
+    },
+    #[error("the BPF object {object} has no program {program} of the expected type")]
+    MissingProgram {
+        object: &'static str,
+        program: &'static str,
+    },
     #[error("loading {program} into the kernel (the verifier log follows the cause): {source}")]
     Load {
         program: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -70,38 +172,61 @@ pub struct TestRunOutcome {
     pub duration: Duration,
 }
 
-/// A loaded (verified) program together with its maps. Dropping it unloads the program and
-/// detaches whatever links it still owns.
-pub struct LoadedProgram {
+/// A loaded object: its maps (created or adopted from the pin directory) and its programs, all
+/// verified and loaded. Dropping it unloads the programs and detaches the links it still owns;
+/// pinned maps stay.
+pub struct LoadedObject {
     object: ProgramObject,
     ebpf: Ebpf,
 }
 
-impl LoadedProgram {
-    /// Parses the embedded object, creates its maps and loads its program into the kernel.
-    pub fn load(object: ProgramObject) -> Result<LoadedProgram, LoadError> {
-        let program = object.program_name();
-        let mut ebpf =
-            Ebpf::load(object.elf()).map_err(|source| LoadError::Object { program, source })?;
-        let handle = ebpf
-            .program_mut(program)
-            .ok_or(LoadError::MissingProgram { program })?;
-        let result = match object {
-            ProgramObject::TcPod => {
-                let classifier: &mut SchedClassifier = handle
-                    .try_into()
-                    .map_err(|_| LoadError::MissingProgram { program })?;
-                classifier.load()
-            }
-            ProgramObject::XdpUplink => {
-                let xdp: &mut Xdp = handle
-                    .try_into()
-                    .map_err(|_| LoadError::MissingProgram { program })?;
-                xdp.load()
-            }
-        };
-        result.map_err(|source| LoadError::Load { program, source })?;
-        Ok(LoadedProgram { object, ebpf })
+impl LoadedObject {
+    /// Parses the embedded object, creates or adopts its maps and loads its programs.
+    pub fn load(object: ProgramObject, options: &LoadOptions) -> Result<LoadedObject, LoadError> {
+        std::fs::create_dir_all(&options.pin_directory).map_err(|source| LoadError::PinDirectory {
+            path: options.pin_directory.clone(),
+            source,
+        })?;
+        let sizes = options.map_sizes;
+        let mut loader = EbpfLoader::new();
+        loader
+            .default_map_pin_directory(&options.pin_directory)
+            .map_max_entries(SERVICES_MAP, sizes.services)
+            .map_max_entries(SERVICE_STATS_MAP, sizes.services)
+            .map_max_entries(BACKENDS_MAP, sizes.backends)
+            .map_max_entries(BACKEND_STATS_MAP, sizes.backends)
+            .map_max_entries(BACKEND_SLOTS_MAP, sizes.backend_slots)
+            .map_max_entries(CONNTRACK_MAP, sizes.conntrack)
+            .map_max_entries(AFFINITY_MAP, sizes.affinity);
+        let mut ebpf = loader.load(object.elf()).map_err(|source| LoadError::Object {
+            object: object.name(),
+            pin_directory: options.pin_directory.clone(),
+            source: Box::new(source),
+        })?;
+        for program in object.programs() {
+            let name = program.as_str();
+            let missing = || LoadError::MissingProgram {
+                object: object.name(),
+                program: name,
+            };
+            let handle = ebpf.program_mut(name).ok_or_else(missing)?;
+            let result = match program {
+                ProgramName::TcFromPod | ProgramName::TcToPod => {
+                    let classifier: &mut SchedClassifier =
+                        handle.try_into().map_err(|_| missing())?;
+                    classifier.load()
+                }
+                ProgramName::XdpUplink => {
+                    let xdp: &mut Xdp = handle.try_into().map_err(|_| missing())?;
+                    xdp.load()
+                }
+            };
+            result.map_err(|source| LoadError::Load {
+                program: name,
+                source: Box::new(source),
+            })?;
+        }
+        Ok(LoadedObject { object, ebpf })
     }
 
     pub fn object(&self) -> ProgramObject {
@@ -113,24 +238,33 @@ impl LoadedProgram {
         &self.ebpf
     }
 
-    /// The TC classifier, when this is [`ProgramObject::TcPod`].
-    pub fn classifier_mut(&mut self) -> Option<&mut SchedClassifier> {
-        self.ebpf
-            .program_mut(self.object.program_name())
-            .and_then(|program| program.try_into().ok())
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
-    /// The XDP program, when this is [`ProgramObject::XdpUplink`].
-    pub fn xdp_mut(&mut self) -> Option<&mut Xdp> {
+    /// A TC program of this object.
+    pub fn classifier_mut(&mut self, program: ProgramName) -> Option<&mut SchedClassifier> {
         self.ebpf
-            .program_mut(self.object.program_name())
-            .and_then(|program| program.try_into().ok())
+            .program_mut(program.as_str())
+            .and_then(|handle| handle.try_into().ok())
     }
 
-    /// Runs the program on `frame` through `BPF_PROG_TEST_RUN` (`repeat` times), without
-    /// attaching it anywhere. Maps are updated as for a real packet.
-    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, ProgramError> {
-        // Room for programs that grow the frame (encapsulation, ICMP errors).
+    /// An XDP program of this object.
+    pub fn xdp_mut(&mut self, program: ProgramName) -> Option<&mut Xdp> {
+        self.ebpf
+            .program_mut(program.as_str())
+            .and_then(|handle| handle.try_into().ok())
+    }
+
+    /// Runs `program` on `frame` through `BPF_PROG_TEST_RUN` (`repeat` times), without attaching
+    /// it anywhere. Maps are read and updated as for a real packet.
+    pub fn test_run(
+        &self,
+        program: ProgramName,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, ProgramError> {
+        // Room for programs that grow the frame (ICMP errors, encapsulation).
         let mut output = vec![0u8; frame.len() + 512];
         let options = TestRunOptions {
             data_in: Some(frame),
@@ -138,23 +272,17 @@ impl LoadedProgram {
             repeat,
             ..TestRunOptions::default()
         };
-        let program = self.object.program_name();
-        let not_found = || ProgramError::UnexpectedProgramType;
-        let result = match self.object {
-            ProgramObject::TcPod => {
-                let classifier: &SchedClassifier = self
-                    .ebpf
-                    .program(program)
-                    .ok_or_else(not_found)?
-                    .try_into()?;
+        let handle = self
+            .ebpf
+            .program(program.as_str())
+            .ok_or(ProgramError::UnexpectedProgramType)?;
+        let result = match program {
+            ProgramName::TcFromPod | ProgramName::TcToPod => {
+                let classifier: &SchedClassifier = handle.try_into()?;
                 classifier.test_run(options)?
             }
-            ProgramObject::XdpUplink => {
-                let xdp: &Xdp = self
-                    .ebpf
-                    .program(program)
-                    .ok_or_else(not_found)?
-                    .try_into()?;
+            ProgramName::XdpUplink => {
+                let xdp: &Xdp = handle.try_into()?;
                 xdp.test_run(options)?
             }
         };
@@ -166,9 +294,14 @@ impl LoadedProgram {
         })
     }
 
-    /// The kernel's id of the loaded program (as `bpftool prog` shows it).
-    pub fn program_id(&self) -> Option<u32> {
-        let program = self.ebpf.program(self.object.program_name())?;
-        program.info().ok().map(|info| info.id())
+    /// The kernel's id of a loaded program (as `bpftool prog` shows it).
+    pub fn program_id(&self, program: ProgramName) -> Option<u32> {
+        let handle = self.ebpf.program(program.as_str())?;
+        handle.info().ok().map(|info| info.id())
     }
+}
+
+/// Whether `path` is on a bpffs mount (pins only work there).
+pub fn is_on_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|stats| stats.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }

@@ -5,7 +5,7 @@
 use aya::maps::{MapError, PerCpuArray};
 use proxy_common::{PROTOCOL_STATS_MAP, PacketCounter, ProtocolClass};
 
-use crate::programs::LoadedProgram;
+use crate::programs::LoadedObject;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -71,9 +71,9 @@ impl std::fmt::Display for ProtocolStats {
 }
 
 /// Reads the `PROTOCOL_STATS` map of `program`.
-pub fn protocol_stats(program: &LoadedProgram) -> Result<ProtocolStats, StatsError> {
-    let name = program.object().program_name();
-    let map = program
+pub fn protocol_stats(object: &LoadedObject) -> Result<ProtocolStats, StatsError> {
+    let name = object.object().name();
+    let map = object
         .ebpf()
         .map(PROTOCOL_STATS_MAP)
         .ok_or(StatsError::MissingMap {

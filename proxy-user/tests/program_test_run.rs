@@ -5,10 +5,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use proxy_common::{PacketCounter, ProtocolClass};
 use skiff_proxy::{
-    programs::{LoadedProgram, ProgramObject},
+    programs::{LoadOptions, LoadedObject, ProgramName},
     stats::{ProtocolStats, protocol_stats},
 };
 use skiff_tests::{
+    bpffs::PinDirectory,
     packet::{self, Ipv4, tcp_flags},
     require_privileges,
 };
@@ -18,48 +19,49 @@ const TC_ACT_OK: u32 = 0;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 
-fn pass_verdict(object: ProgramObject) -> u32 {
-    match object {
-        ProgramObject::TcPod => TC_ACT_OK,
-        ProgramObject::XdpUplink => XDP_PASS,
+fn pass_verdict(program: ProgramName) -> u32 {
+    match program {
+        ProgramName::TcFromPod | ProgramName::TcToPod => TC_ACT_OK,
+        ProgramName::XdpUplink => XDP_PASS,
     }
 }
 
+/// Loads the object of `program` with its maps pinned in a private directory.
+fn load(program: ProgramName) -> (LoadedObject, PinDirectory) {
+    let pins = PinDirectory::new("test-run").expect("private bpffs directory");
+    let object = LoadedObject::load(program.object(), &LoadOptions::new(pins.path()))
+        .unwrap_or_else(|error| panic!("loading {}: {error}", program.as_str()));
+    (object, pins)
+}
+
+const ALL_PROGRAMS: [ProgramName; 3] = [ProgramName::TcFromPod, ProgramName::TcToPod, ProgramName::XdpUplink];
+
 /// Runs `frame` once through each program and checks verdict, frame and the single counter moved.
 fn assert_passed_and_counted(name: &str, frame: &[u8], expected: ProtocolClass) {
-    assert_passed_and_counted_by(
-        &[ProgramObject::TcPod, ProgramObject::XdpUplink],
-        name,
-        frame,
-        expected,
-    );
+    assert_passed_and_counted_by(&ALL_PROGRAMS, name, frame, expected);
 }
 
 /// The kernel's skb test-run refuses frames whose IPv4 header is cut short (EINVAL) before any
 /// program sees them, so such frames are run through the XDP program only.
 fn assert_passed_and_counted_by_xdp(name: &str, frame: &[u8], expected: ProtocolClass) {
-    assert_passed_and_counted_by(&[ProgramObject::XdpUplink], name, frame, expected);
+    assert_passed_and_counted_by(&[ProgramName::XdpUplink], name, frame, expected);
 }
 
 fn assert_passed_and_counted_by(
-    objects: &[ProgramObject],
+    programs: &[ProgramName],
     name: &str,
     frame: &[u8],
     expected: ProtocolClass,
 ) {
-    for &object in objects {
-        let program = LoadedProgram::load(object).expect("the program loads");
-        let before = protocol_stats(&program).expect("stats are readable");
-        let outcome = program
-            .test_run(frame, 1)
-            .unwrap_or_else(|error| panic!("{name}: BPF_PROG_TEST_RUN of {object:?}: {error}"));
-        assert_eq!(
-            outcome.verdict,
-            pass_verdict(object),
-            "{name}: verdict of {object:?}"
-        );
-        assert_eq!(outcome.frame, frame, "{name}: {object:?} changed the frame");
-        let delta = protocol_stats(&program)
+    for &program in programs {
+        let (object, _pins) = load(program);
+        let before = protocol_stats(&object).expect("stats are readable");
+        let outcome = object
+            .test_run(program, frame, 1)
+            .unwrap_or_else(|error| panic!("{name}: BPF_PROG_TEST_RUN of {program:?}: {error}"));
+        assert_eq!(outcome.verdict, pass_verdict(program), "{name}: verdict of {program:?}");
+        assert_eq!(outcome.frame, frame, "{name}: {program:?} changed the frame");
+        let delta = protocol_stats(&object)
             .expect("stats are readable")
             .since(&before);
         for class in ProtocolClass::ALL {
@@ -74,7 +76,7 @@ fn assert_passed_and_counted_by(
             assert_eq!(
                 delta.get(class),
                 want,
-                "{name}: {object:?} counter {}",
+                "{name}: {program:?} counter {}",
                 class.name()
             );
         }
@@ -225,18 +227,12 @@ fn ipv6_udp_and_icmpv6_are_classified() {
 fn repeated_runs_count_every_repetition() {
     require_privileges!();
     let frame = tcp_syn_frame();
-    for object in [ProgramObject::TcPod, ProgramObject::XdpUplink] {
-        let program = LoadedProgram::load(object).expect("the program loads");
-        let outcome = program
-            .test_run(&frame, 1000)
-            .expect("BPF_PROG_TEST_RUN runs");
-        assert_eq!(outcome.verdict, pass_verdict(object));
-        let stats: ProtocolStats = protocol_stats(&program).expect("stats are readable");
-        assert_eq!(stats.packets(ProtocolClass::Tcp), 1000, "{object:?}");
-        assert_eq!(
-            stats.get(ProtocolClass::Tcp).bytes,
-            1000 * frame.len() as u64,
-            "{object:?}"
-        );
+    for program in ALL_PROGRAMS {
+        let (object, _pins) = load(program);
+        let outcome = object.test_run(program, &frame, 1000).expect("BPF_PROG_TEST_RUN runs");
+        assert_eq!(outcome.verdict, pass_verdict(program));
+        let stats: ProtocolStats = protocol_stats(&object).expect("stats are readable");
+        assert_eq!(stats.packets(ProtocolClass::Tcp), 1000, "{program:?}");
+        assert_eq!(stats.get(ProtocolClass::Tcp).bytes, 1000 * frame.len() as u64, "{program:?}");
     }
 }

@@ -12,10 +12,10 @@ use std::{
 use proxy_common::ProtocolClass;
 use skiff_proxy::{
     attach::{TcDirection, attach_tc, attach_xdp, detach_tc, detach_xdp},
-    programs::{LoadedProgram, ProgramObject},
+    programs::{LoadOptions, LoadedObject, ProgramName, ProgramObject},
     stats::protocol_stats,
 };
-use skiff_tests::{netns::NetNs, require_privileges, veth};
+use skiff_tests::{bpffs::PinDirectory, netns::NetNs, require_privileges, veth};
 
 const CLIENT_ADDRESS: &str = "10.199.0.1";
 const SERVER_ADDRESS: &str = "10.199.0.2";
@@ -145,20 +145,22 @@ fn tc_and_xdp_count_real_ping_and_tcp_traffic_on_a_veth_and_detach_cleanly() {
     .expect("veth pair");
 
     // XDP sees what the server receives; TC ingress sees what the client receives.
-    let mut xdp = LoadedProgram::load(ProgramObject::XdpUplink).expect("load xdp_uplink");
-    let mut tc = LoadedProgram::load(ProgramObject::TcPod).expect("load tc_pod");
+    let pins = PinDirectory::new("counters").expect("private bpffs directory");
+    let options = LoadOptions::new(pins.path());
+    let mut xdp = LoadedObject::load(ProgramObject::XdpUplink, &options).expect("load xdp_uplink");
+    let mut tc = LoadedObject::load(ProgramObject::TcPod, &options).expect("load tc_pod");
     let program_ids = [
-        xdp.program_id().expect("xdp id"),
-        tc.program_id().expect("tc id"),
+        xdp.program_id(ProgramName::XdpUplink).expect("xdp id"),
+        tc.program_id(ProgramName::TcFromPod).expect("tc id"),
     ];
     let xdp_link = server
-        .run(|| attach_xdp(&mut xdp, "veth-s"))
+        .run(|| attach_xdp(&mut xdp, ProgramName::XdpUplink, "veth-s"))
         .expect("enter server namespace")
         .expect("attach xdp_uplink to veth-s");
     let tc_link = client
-        .run(|| attach_tc(&mut tc, "veth-c", TcDirection::Ingress))
+        .run(|| attach_tc(&mut tc, ProgramName::TcFromPod, "veth-c", TcDirection::Ingress))
         .expect("enter client namespace")
-        .expect("attach tc_pod to veth-c ingress");
+        .expect("attach tc_from_pod to veth-c ingress");
     // Resolve the neighbours first so the measured window holds only ICMP and TCP (plus ARP,
     // which is not IP and is checked separately).
     ping(&client, SERVER_ADDRESS, 1);
@@ -230,13 +232,13 @@ fn tc_and_xdp_count_real_ping_and_tcp_traffic_on_a_veth_and_detach_cleanly() {
 
     // Detached, the programs see nothing more, though traffic still flows.
     server
-        .run(|| detach_xdp(&mut xdp, xdp_link))
+        .run(|| detach_xdp(&mut xdp, ProgramName::XdpUplink, xdp_link))
         .expect("enter server namespace")
         .expect("detach xdp_uplink");
     client
-        .run(|| detach_tc(&mut tc, tc_link))
+        .run(|| detach_tc(&mut tc, ProgramName::TcFromPod, tc_link))
         .expect("enter client namespace")
-        .expect("detach tc_pod");
+        .expect("detach tc_from_pod");
     let (xdp_detached, tc_detached) = (
         protocol_stats(&xdp).expect("xdp stats"),
         protocol_stats(&tc).expect("tc stats"),

@@ -8,6 +8,7 @@
 //! every object it creates lives in namespaces, directories and sockets it created, under unique
 //! names.
 
+pub mod bpffs;
 pub mod containerd;
 pub mod cri;
 pub mod netns;

@@ -5,99 +5,63 @@
 //! index conversions; never depends on `std` (the kernel side is `no_std`).
 #![no_std]
 
-/// The class a packet is counted under by the packet-classification stage of every program.
-///
-/// The discriminant is the index into the per-CPU array map [`PROTOCOL_STATS_MAP`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProtocolClass {
-    /// TCP over IPv4 or IPv6.
-    Tcp = 0,
-    /// UDP over IPv4 or IPv6.
-    Udp = 1,
-    /// ICMP (IPv4).
-    Icmp = 2,
-    /// ICMPv6.
-    Icmpv6 = 3,
-    /// Any other IP protocol (SCTP, GRE, ...), and IPv6 packets behind extension headers.
-    /// Non-first IPv4 fragments are counted by their protocol field (they carry no L4 header).
-    OtherIp = 4,
-    /// Not IP: ARP, LLDP, ...
-    NonIp = 5,
-    /// An IP packet whose headers are cut short or inconsistent (truncated header, bad IHL).
-    Malformed = 6,
-}
+pub mod conntrack;
+pub mod service;
+pub mod stats;
 
-impl ProtocolClass {
-    /// Every class, in index order.
-    pub const ALL: [ProtocolClass; PROTOCOL_CLASS_COUNT as usize] = [
-        ProtocolClass::Tcp,
-        ProtocolClass::Udp,
-        ProtocolClass::Icmp,
-        ProtocolClass::Icmpv6,
-        ProtocolClass::OtherIp,
-        ProtocolClass::NonIp,
-        ProtocolClass::Malformed,
-    ];
-
-    /// The map index of this class.
-    pub const fn index(self) -> u32 {
-        self as u32
-    }
-
-    /// The name used in metrics and status output.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ProtocolClass::Tcp => "tcp",
-            ProtocolClass::Udp => "udp",
-            ProtocolClass::Icmp => "icmp",
-            ProtocolClass::Icmpv6 => "icmpv6",
-            ProtocolClass::OtherIp => "other_ip",
-            ProtocolClass::NonIp => "non_ip",
-            ProtocolClass::Malformed => "malformed",
-        }
-    }
-}
-
-/// Number of entries in [`PROTOCOL_STATS_MAP`].
-pub const PROTOCOL_CLASS_COUNT: u32 = 7;
-
-/// Name of the per-CPU array, indexed by [`ProtocolClass`], holding a [`PacketCounter`] per class.
-pub const PROTOCOL_STATS_MAP: &str = "PROTOCOL_STATS";
-
-/// Packets and bytes seen; one per CPU in per-CPU maps, summed by user space.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PacketCounter {
-    /// Number of packets.
-    pub packets: u64,
-    /// Sum of the packets' lengths at the attach point, link-layer header included.
-    pub bytes: u64,
-}
-
-impl PacketCounter {
-    /// The sum of two counters (used to add up per-CPU values).
-    pub const fn add(self, other: PacketCounter) -> PacketCounter {
-        PacketCounter {
-            packets: self.packets.wrapping_add(other.packets),
-            bytes: self.bytes.wrapping_add(other.bytes),
-        }
-    }
-}
+pub use conntrack::*;
+pub use service::*;
+pub use stats::*;
 
 #[cfg(feature = "user")]
-// SAFETY: PacketCounter is #[repr(C)], made only of u64 fields, with no padding and no invalid
-// bit patterns.
-unsafe impl aya::Pod for PacketCounter {}
+mod pod {
+    //! `aya::Pod` for every map key and value: all are `#[repr(C)]`, made of integers and byte
+    //! arrays with explicit padding fields, so every bit pattern is valid and there are no holes.
+    use super::*;
+
+    macro_rules! plain_old_data {
+        ($($type:ty),* $(,)?) => {
+            $(
+                // SAFETY: see the module comment; the layout tests pin sizes and alignments.
+                unsafe impl aya::Pod for $type {}
+            )*
+        };
+    }
+
+    plain_old_data!(
+        PacketCounter,
+        FlowCounter,
+        ServiceKey,
+        ServiceValue,
+        BackendSlotKey,
+        Backend,
+        ConntrackKey,
+        ConntrackValue,
+        AffinityKey,
+        AffinityValue,
+        ProxyConfig,
+    );
+}
 
 #[cfg(test)]
 mod tests {
+    use core::mem::{align_of, size_of};
+
     use super::*;
 
     #[test]
-    fn packet_counter_layout_matches_the_kernel_side() {
-        assert_eq!(core::mem::size_of::<PacketCounter>(), 16);
-        assert_eq!(core::mem::align_of::<PacketCounter>(), 8);
+    fn map_types_have_the_layout_the_kernel_side_expects() {
+        assert_eq!((size_of::<PacketCounter>(), align_of::<PacketCounter>()), (16, 8));
+        assert_eq!((size_of::<FlowCounter>(), align_of::<FlowCounter>()), (24, 8));
+        assert_eq!((size_of::<ServiceKey>(), align_of::<ServiceKey>()), (8, 4));
+        assert_eq!((size_of::<ServiceValue>(), align_of::<ServiceValue>()), (16, 4));
+        assert_eq!((size_of::<BackendSlotKey>(), align_of::<BackendSlotKey>()), (8, 4));
+        assert_eq!((size_of::<Backend>(), align_of::<Backend>()), (8, 4));
+        assert_eq!((size_of::<ConntrackKey>(), align_of::<ConntrackKey>()), (16, 4));
+        assert_eq!((size_of::<ConntrackValue>(), align_of::<ConntrackValue>()), (32, 8));
+        assert_eq!((size_of::<AffinityKey>(), align_of::<AffinityKey>()), (8, 4));
+        assert_eq!((size_of::<AffinityValue>(), align_of::<AffinityValue>()), (16, 8));
+        assert_eq!((size_of::<ProxyConfig>(), align_of::<ProxyConfig>()), (64, 8));
     }
 
     #[test]
@@ -106,5 +70,53 @@ mod tests {
             assert_eq!(class.index() as usize, position, "{}", class.name());
         }
         assert_eq!(ProtocolClass::ALL.len() as u32, PROTOCOL_CLASS_COUNT);
+    }
+
+    #[test]
+    fn drop_reason_indices_are_dense_and_in_order() {
+        for (position, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index() as usize, position, "{}", reason.name());
+        }
+    }
+
+    #[test]
+    fn tcp_handshake_moves_syn_sent_to_established_on_the_backend_syn_ack() {
+        let state = tcp_next_state(TcpState::None, TCP_FLAG_SYN, false);
+        assert_eq!(state, TcpState::SynSent);
+        assert_eq!(tcp_next_state(state, TCP_FLAG_SYN | TCP_FLAG_ACK, false), TcpState::SynSent);
+        assert_eq!(tcp_next_state(state, TCP_FLAG_SYN | TCP_FLAG_ACK, true), TcpState::Established);
+    }
+
+    #[test]
+    fn tcp_fins_from_both_sides_lead_to_time_wait_and_rst_closes_at_once() {
+        let closing = tcp_next_state(TcpState::Established, TCP_FLAG_FIN | TCP_FLAG_ACK, false);
+        assert_eq!(closing, TcpState::Closing);
+        assert_eq!(tcp_next_state(closing, TCP_FLAG_ACK, true), TcpState::Closing);
+        assert_eq!(tcp_next_state(closing, TCP_FLAG_FIN | TCP_FLAG_ACK, true), TcpState::TimeWait);
+        assert_eq!(tcp_next_state(TcpState::Established, TCP_FLAG_RST, true), TcpState::Close);
+    }
+
+    #[test]
+    fn a_bare_syn_on_a_finished_tuple_reopens_but_not_on_a_live_one() {
+        assert!(tcp_reopens(TcpState::TimeWait, TCP_FLAG_SYN));
+        assert!(tcp_reopens(TcpState::Close, TCP_FLAG_SYN));
+        assert!(!tcp_reopens(TcpState::Established, TCP_FLAG_SYN));
+        assert!(!tcp_reopens(TcpState::TimeWait, TCP_FLAG_SYN | TCP_FLAG_ACK));
+    }
+
+    #[test]
+    fn timeouts_follow_state_and_udp_stream_flag() {
+        let config = ProxyConfig::default();
+        assert_eq!(config.timeout_seconds(TcpState::None, 0), 30);
+        assert_eq!(config.timeout_seconds(TcpState::None, CONNTRACK_FLAG_SEEN_REPLY), 120);
+        assert_eq!(config.timeout_seconds(TcpState::Established, 0), 86_400);
+        assert_eq!(config.timeout_seconds(TcpState::Close, 0), 10);
+    }
+
+    #[test]
+    fn tcp_states_round_trip_through_their_byte() {
+        for state in TcpState::ALL {
+            assert_eq!(TcpState::from_byte(state as u8), state);
+        }
     }
 }

@@ -1,0 +1,103 @@
+//! Service load-balancing maps: frontends, backend slots, backends and session affinity.
+//!
+//! Addresses and ports are stored in network byte order, exactly as they appear in packets, so the
+//! datapath compares and copies them without conversion. Ids (`service_id`, `backend_id`) are
+//! chosen by user space, stable for the life of the service or backend, and never 0.
+//!
+//! Update protocol (user space, `proxy-user/src/sync.rs`): a service's slots are written into the
+//! generation that is not live, then the [`ServiceValue`] is replaced in one map update that
+//! switches `generation` and `backend_count`, then the old generation's slots are deleted. A
+//! reader therefore always sees a complete slot set.
+
+/// Hash map [`ServiceKey`] → [`ServiceValue`]: every service frontend (ClusterIP:port/protocol).
+pub const SERVICES_MAP: &str = "SERVICES";
+/// Hash map [`BackendSlotKey`] → backend id (`u32`): the backends new flows may be sent to.
+pub const BACKEND_SLOTS_MAP: &str = "BACKEND_SLOTS";
+/// Hash map backend id (`u32`) → [`Backend`]: every backend an existing flow may still use.
+pub const BACKENDS_MAP: &str = "BACKENDS";
+/// LRU hash map [`AffinityKey`] → [`AffinityValue`]: ClientIP session affinity.
+pub const AFFINITY_MAP: &str = "AFFINITY";
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// The service uses `sessionAffinity: ClientIP`.
+pub const SERVICE_FLAG_AFFINITY: u8 = 1;
+/// With no backend, drop instead of rejecting (`internalTrafficPolicy: Local` without a local
+/// endpoint, as upstream kube-proxy does).
+pub const SERVICE_FLAG_DROP_WHEN_EMPTY: u8 = 2;
+
+/// A service frontend as a packet names it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// IPv4 address, network byte order.
+    pub address: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub protocol: u8,
+    pub padding: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Stable id of this frontend; indexes the slots, affinity and statistics.
+    pub service_id: u32,
+    /// Number of slots `0..backend_count` in the live generation; 0 means no endpoint.
+    pub backend_count: u16,
+    /// Which slot generation (0 or 1) is live.
+    pub generation: u8,
+    /// `SERVICE_FLAG_*` bits.
+    pub flags: u8,
+    /// `sessionAffinityConfig.clientIP.timeoutSeconds` when affinity is on.
+    pub affinity_timeout_seconds: u32,
+    pub padding: u32,
+}
+
+/// One slot of a service's backend set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendSlotKey {
+    pub service_id: u32,
+    pub generation: u8,
+    pub padding: u8,
+    pub slot: u16,
+}
+
+/// Backend state bits, as the EndpointSlice conditions say (for status output and metrics).
+pub const BACKEND_FLAG_READY: u8 = 1;
+pub const BACKEND_FLAG_SERVING: u8 = 2;
+pub const BACKEND_FLAG_TERMINATING: u8 = 4;
+/// The endpoint runs on this node.
+pub const BACKEND_FLAG_LOCAL: u8 = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// IPv4 address, network byte order.
+    pub address: u32,
+    /// Target port, network byte order.
+    pub port: u16,
+    /// `BACKEND_FLAG_*` bits.
+    pub flags: u8,
+    pub padding: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub service_id: u32,
+    /// Client IPv4 address, network byte order.
+    pub client_address: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityValue {
+    /// `bpf_ktime_get_ns()` of the last new flow that used this affinity.
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    pub padding: u32,
+}

@@ -1,0 +1,138 @@
+//! BPF connection tracking for balanced flows.
+//!
+//! Owns the conntrack keys of a packet in each direction, entry creation (forward and reply entry
+//! together), state and timestamp updates, and the expiry rule (per-state timeouts from the
+//! `CONFIG` map). The forward entry is the single source of truth for a flow's TCP state; the
+//! reply entry carries what replies need (the VIP to restore). Never rewrites packets.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use proxy_common::{
+    CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_SEEN_REPLY, Backend,
+    ConntrackKey, ConntrackValue, IPPROTO_TCP, PROXY_CONFIG_FLAG_WRITTEN, ProxyConfig, TcpState,
+    tcp_next_state,
+};
+
+use crate::{maps::CONFIG, maps::CONNTRACK, parse::Ipv4Flow};
+
+const NANOSECONDS_PER_SECOND: u64 = 1_000_000_000;
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The datapath configuration, or upstream's defaults before skiff-proxy wrote one.
+#[inline(always)]
+pub fn config() -> ProxyConfig {
+    match CONFIG.get(0) {
+        Some(config) if config.flags & PROXY_CONFIG_FLAG_WRITTEN != 0 => *config,
+        _ => ProxyConfig::default(),
+    }
+}
+
+/// The key of `flow` as a packet from the client towards the service.
+#[inline(always)]
+pub fn forward_key(flow: &Ipv4Flow) -> ConntrackKey {
+    ConntrackKey {
+        source_address: flow.source,
+        destination_address: flow.destination,
+        source_port: flow.source_port,
+        destination_port: flow.destination_port,
+        protocol: flow.protocol,
+        direction: CONNTRACK_DIRECTION_FORWARD,
+        padding: 0,
+    }
+}
+
+/// The key of `flow` as a reply from a backend towards a client.
+#[inline(always)]
+pub fn reply_key(flow: &Ipv4Flow) -> ConntrackKey {
+    ConntrackKey {
+        direction: CONNTRACK_DIRECTION_REPLY,
+        ..forward_key(flow)
+    }
+}
+
+/// The forward key of the flow a reply belongs to (client → VIP).
+#[inline(always)]
+pub fn forward_key_of_reply(flow: &Ipv4Flow, reply: &ConntrackValue) -> ConntrackKey {
+    ConntrackKey {
+        source_address: flow.destination,
+        destination_address: reply.nat_address,
+        source_port: flow.destination_port,
+        destination_port: reply.nat_port,
+        protocol: flow.protocol,
+        direction: CONNTRACK_DIRECTION_FORWARD,
+        padding: 0,
+    }
+}
+
+/// Whether an entry has been idle longer than its state allows.
+#[inline(always)]
+pub fn is_expired(entry: &ConntrackValue, config: &ProxyConfig, now: u64) -> bool {
+    let timeout = u64::from(config.timeout_seconds(TcpState::from_byte(entry.state), entry.flags));
+    now.saturating_sub(entry.last_seen_ns) > timeout * NANOSECONDS_PER_SECOND
+}
+
+/// The state after this packet, for an entry currently in `state`.
+#[inline(always)]
+pub fn advance(flow: &Ipv4Flow, state: u8, reply: bool) -> u8 {
+    if flow.protocol == IPPROTO_TCP {
+        tcp_next_state(TcpState::from_byte(state), flow.tcp_flags, reply) as u8
+    } else {
+        TcpState::None as u8
+    }
+}
+
+/// Records a new flow balanced to `backend`: the forward entry, then the reply entry.
+#[inline(always)]
+pub fn record(
+    flow: &Ipv4Flow,
+    service_id: u32,
+    backend_id: u32,
+    backend: &Backend,
+    now: u64,
+) -> Result<(), i32> {
+    let state = advance(flow, TcpState::None as u8, false);
+    let forward = ConntrackValue {
+        last_seen_ns: now,
+        created_ns: now,
+        backend_id,
+        service_id,
+        nat_address: backend.address,
+        nat_port: backend.port,
+        state,
+        flags: 0,
+    };
+    CONNTRACK.insert(&forward_key(flow), &forward, 0)?;
+    let reply_key = ConntrackKey {
+        source_address: backend.address,
+        destination_address: flow.source,
+        source_port: backend.port,
+        destination_port: flow.source_port,
+        protocol: flow.protocol,
+        direction: CONNTRACK_DIRECTION_REPLY,
+        padding: 0,
+    };
+    let reply = ConntrackValue {
+        nat_address: flow.destination,
+        nat_port: flow.destination_port,
+        ..forward
+    };
+    CONNTRACK.insert(&reply_key, &reply, 0)
+}
+
+/// Marks the forward entry of a reply's flow as having seen a reply, advancing its state.
+#[inline(always)]
+pub fn touch_forward_from_reply(flow: &Ipv4Flow, reply: &ConntrackValue, now: u64) {
+    if let Some(entry) = CONNTRACK.get_ptr_mut(&forward_key_of_reply(flow, reply)) {
+        // SAFETY: the pointer comes from a successful lookup; concurrent writers only store
+        // timestamps and small state values, and a torn update is corrected by the next packet.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).state = advance(flow, (*entry).state, true);
+            (*entry).flags |= CONNTRACK_FLAG_SEEN_REPLY;
+        }
+    }
+}

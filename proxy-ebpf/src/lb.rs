@@ -1,0 +1,93 @@
+//! Service lookup and backend selection for new flows.
+//!
+//! Owns the frontend lookup (VIP, port, protocol), ClientIP session affinity and the uniform
+//! random choice among the live generation's backend slots. Never creates conntrack entries and
+//! never rewrites packets.
+
+use aya_ebpf::helpers::bpf_get_prandom_u32;
+use proxy_common::{
+    AffinityKey, AffinityValue, BACKEND_FLAG_TERMINATING, Backend, BackendSlotKey,
+    SERVICE_FLAG_AFFINITY, ServiceKey, ServiceValue,
+};
+
+use crate::{
+    maps::{AFFINITY, BACKEND_SLOTS, BACKENDS, SERVICES},
+    parse::Ipv4Flow,
+};
+
+const NANOSECONDS_PER_SECOND: u64 = 1_000_000_000;
+
+/// The service frontend `flow` is addressed to, if any.
+#[inline(always)]
+pub fn service_of(flow: &Ipv4Flow) -> Option<ServiceValue> {
+    let key = ServiceKey {
+        address: flow.destination,
+        port: flow.destination_port,
+        protocol: flow.protocol,
+        padding: 0,
+    };
+    // SAFETY: the pointer comes from a successful lookup; the value is copied at once.
+    SERVICES.get_ptr(&key).map(|value| unsafe { *value })
+}
+
+/// The backend with this id, if it still exists.
+#[inline(always)]
+pub fn backend(backend_id: u32) -> Option<Backend> {
+    // SAFETY: as in `service_of`.
+    BACKENDS.get_ptr(&backend_id).map(|value| unsafe { *value })
+}
+
+/// Picks the backend of a new flow from `client`: the affinity backend while it is valid, else
+/// a uniformly random slot of the live generation. Records the affinity when the service has it.
+#[inline(always)]
+pub fn select(service: &ServiceValue, client: u32, now: u64) -> Option<(u32, Backend)> {
+    let affinity_key = AffinityKey {
+        service_id: service.service_id,
+        client_address: client,
+    };
+    let affinity = service.flags & SERVICE_FLAG_AFFINITY != 0;
+    if affinity {
+        if let Some(previous) = AFFINITY.get_ptr(&affinity_key) {
+            // SAFETY: as in `service_of`.
+            let previous = unsafe { *previous };
+            let timeout = u64::from(service.affinity_timeout_seconds) * NANOSECONDS_PER_SECOND;
+            if now.saturating_sub(previous.last_used_ns) <= timeout {
+                if let Some(chosen) = backend(previous.backend_id) {
+                    if chosen.flags & BACKEND_FLAG_TERMINATING == 0 {
+                        remember(&affinity_key, previous.backend_id, now);
+                        return Some((previous.backend_id, chosen));
+                    }
+                }
+            }
+        }
+    }
+    if service.backend_count == 0 {
+        return None;
+    }
+    // SAFETY: a helper without arguments.
+    let random = unsafe { bpf_get_prandom_u32() };
+    let slot = BackendSlotKey {
+        service_id: service.service_id,
+        generation: service.generation,
+        padding: 0,
+        slot: (random % u32::from(service.backend_count)) as u16,
+    };
+    // SAFETY: as in `service_of`.
+    let backend_id = BACKEND_SLOTS.get_ptr(&slot).map(|id| unsafe { *id })?;
+    let chosen = backend(backend_id)?;
+    if affinity {
+        remember(&affinity_key, backend_id, now);
+    }
+    Some((backend_id, chosen))
+}
+
+#[inline(always)]
+fn remember(key: &AffinityKey, backend_id: u32, now: u64) {
+    let value = AffinityValue {
+        last_used_ns: now,
+        backend_id,
+        padding: 0,
+    };
+    // An LRU map evicts instead of failing; a failed update only costs stickiness.
+    let _ = AFFINITY.insert(key, &value, 0);
+}
