@@ -18,6 +18,8 @@ pub mod nat;
 #[cfg(target_arch = "bpf")]
 pub mod parse;
 #[cfg(target_arch = "bpf")]
+pub mod reject;
+#[cfg(target_arch = "bpf")]
 pub mod stats;
 
 #[cfg(all(target_arch = "bpf", not(test)))]

@@ -23,6 +23,7 @@ mod program {
         lb,
         maps::{CONNTRACK, PROTOCOL_STATS},
         nat::{self, Side},
+        reject,
         parse::{Frame, Ipv4Flow, classify, ipv4_flow, IPPROTO_TCP},
         stats::{count_drop, count_flow, count_protocol},
     };
@@ -110,15 +111,17 @@ mod program {
             return TC_ACT_OK;
         };
         let Some((backend_id, backend)) = lb::select(&service, flow.source, now) else {
-            let reason = if service.backend_count != 0 {
-                DropReason::MissingBackend
-            } else if service.flags & SERVICE_FLAG_DROP_WHEN_EMPTY != 0 {
-                DropReason::NoLocalEndpoints
-            } else {
-                DropReason::NoEndpoints
-            };
-            count_drop(reason, bytes);
-            return TC_ACT_SHOT;
+            if service.backend_count != 0 {
+                count_drop(DropReason::MissingBackend, bytes);
+                return TC_ACT_SHOT;
+            }
+            if service.flags & SERVICE_FLAG_DROP_WHEN_EMPTY != 0 {
+                count_drop(DropReason::NoLocalEndpoints, bytes);
+                return TC_ACT_SHOT;
+            }
+            // No endpoint at all: reject at once, as kube-proxy does.
+            count_drop(DropReason::NoEndpoints, bytes);
+            return reject::icmp_port_unreachable(ctx, flow).unwrap_or(TC_ACT_SHOT as i32);
         };
         if conntrack::record(flow, service.service_id, backend_id, &backend, now).is_err() {
             count_drop(DropReason::ConntrackFull, bytes);

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use proxy_common::{
     BACKEND_FLAG_READY, BACKEND_FLAG_SERVING, BACKEND_FLAG_TERMINATING, Backend, BackendSlotKey,
     CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, ConntrackKey, DropReason, IPPROTO_TCP,
-    IPPROTO_UDP, SERVICE_FLAG_AFFINITY, ServiceKey, ServiceValue, TcpState,
+    IPPROTO_UDP, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_DROP_WHEN_EMPTY, ServiceKey, ServiceValue, TcpState,
 };
 use skiff_proxy::{
     maps::DataplaneMaps,
@@ -21,6 +21,7 @@ use skiff_tests::{
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const BACKEND_ADDRESSES: [Ipv4Addr; 3] = [
@@ -307,15 +308,49 @@ fn client_ip_affinity_sends_every_new_connection_of_a_client_to_one_backend() {
     }
 }
 
+/// What kube-proxy's REJECT answers: ICMP port unreachable from the VIP, quoting the offending
+/// IPv4 header and the first 8 bytes of its payload, sent back towards the client.
+fn port_unreachable_for(frame: &[u8]) -> Vec<u8> {
+    let mut ip = Ipv4::new(VIP, CLIENT, packet::IPPROTO_ICMP);
+    ip.tos = 0xc0;
+    ip.id = 0;
+    ip.frag_off = 0;
+    let icmp = packet::icmp_error(3, 3, &frame[14..14 + 28]);
+    packet::ethernet(packet::CLIENT_MAC, packet::SERVER_MAC, packet::ETH_P_IP, &ip.packet(&icmp))
+}
+
 #[test]
-fn service_without_endpoints_drops_and_counts_no_endpoints() {
+fn tcp_syn_to_a_service_without_endpoints_is_answered_with_port_unreachable() {
     require_privileges!();
     let mut dataplane = dataplane();
     dataplane.install(IPPROTO_TCP, &[], &[], 0);
     let syn = tcp_frame((CLIENT, 40_001), (VIP, SERVICE_PORT), tcp_flags::SYN);
+    let (verdict, answer) = dataplane.run(ProgramName::TcFromPod, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "sent back into the pod");
+    assert_eq!(answer, port_unreachable_for(&syn));
+    assert_eq!(dataplane.drops(DropReason::NoEndpoints), 1);
+}
+
+#[test]
+fn udp_to_a_service_without_endpoints_is_answered_with_port_unreachable() {
+    require_privileges!();
+    let mut dataplane = dataplane();
+    dataplane.install(IPPROTO_UDP, &[], &[], 0);
+    let datagram = udp_frame((CLIENT, 5300), (VIP, SERVICE_PORT), b"a payload longer than eight bytes");
+    let (verdict, answer) = dataplane.run(ProgramName::TcFromPod, &datagram);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(answer, port_unreachable_for(&datagram));
+}
+
+#[test]
+fn internal_traffic_policy_local_without_local_endpoints_drops() {
+    require_privileges!();
+    let mut dataplane = dataplane();
+    dataplane.install(IPPROTO_TCP, &[], &[], SERVICE_FLAG_DROP_WHEN_EMPTY);
+    let syn = tcp_frame((CLIENT, 40_009), (VIP, SERVICE_PORT), tcp_flags::SYN);
     let (verdict, _) = dataplane.run(ProgramName::TcFromPod, &syn);
     assert_eq!(verdict, TC_ACT_SHOT);
-    assert_eq!(dataplane.drops(DropReason::NoEndpoints), 1);
+    assert_eq!(dataplane.drops(DropReason::NoLocalEndpoints), 1);
 }
 
 #[test]

@@ -78,6 +78,8 @@ pub struct Ipv4 {
     pub source: Ipv4Addr,
     pub destination: Ipv4Addr,
     pub protocol: u8,
+    /// Type of service / DSCP+ECN byte.
+    pub tos: u8,
     pub ttl: u8,
     pub id: u16,
     /// Flags (top 3 bits) and fragment offset in 8-byte units (low 13 bits), host order.
@@ -92,6 +94,7 @@ impl Ipv4 {
             source,
             destination,
             protocol,
+            tos: 0,
             ttl: 64,
             id: 0x1234,
             frag_off: 0x4000, // don't fragment
@@ -109,7 +112,7 @@ impl Ipv4 {
         let total = header_len + payload.len();
         let mut header = Vec::with_capacity(header_len);
         header.push(0x40 | (header_len / 4) as u8);
-        header.push(0);
+        header.push(self.tos);
         header.extend_from_slice(&(total as u16).to_be_bytes());
         header.extend_from_slice(&self.id.to_be_bytes());
         header.extend_from_slice(&self.frag_off.to_be_bytes());
@@ -193,6 +196,16 @@ pub fn icmp_echo_request(id: u16, sequence: u16, payload: &[u8]) -> Vec<u8> {
     message
 }
 
+/// An ICMP error message (`kind`, `code`) quoting `quoted` (the offending IP header and the
+/// first 8 bytes of its payload, RFC 792), with a valid checksum.
+pub fn icmp_error(kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut message = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    message.extend_from_slice(quoted);
+    let check = internet_checksum(0, &message);
+    message[2..4].copy_from_slice(&check.to_be_bytes());
+    message
+}
+
 /// An IPv6 packet: fixed header followed by `payload` (no extension headers).
 pub fn ipv6(source: Ipv6Addr, destination: Ipv6Addr, next_header: u8, payload: &[u8]) -> Vec<u8> {
     let mut packet = Vec::with_capacity(40 + payload.len());
@@ -252,6 +265,7 @@ mod tests {
             source: Ipv4Addr::new(192, 168, 0, 1),
             destination: Ipv4Addr::new(192, 168, 0, 199),
             protocol: IPPROTO_UDP,
+            tos: 0,
             ttl: 64,
             id: 0,
             frag_off: 0x4000,
