@@ -7,7 +7,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use proxy_common::{
-    CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_SEEN_REPLY, Backend,
+    Backend, CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_SEEN_REPLY,
     ConntrackKey, ConntrackValue, IPPROTO_TCP, PROXY_CONFIG_FLAG_WRITTEN, ProxyConfig, TcpState,
     tcp_next_state,
 };

@@ -25,7 +25,13 @@ pub enum Side {
 /// Rewrites the source or destination address and port of `flow` to `address`:`port` (network
 /// byte order), fixing the IPv4 header checksum and the TCP/UDP checksum.
 #[inline(always)]
-pub fn rewrite(ctx: &TcContext, flow: &Ipv4Flow, side: Side, address: u32, port: u16) -> Result<(), c_long> {
+pub fn rewrite(
+    ctx: &TcContext,
+    flow: &Ipv4Flow,
+    side: Side,
+    address: u32,
+    port: u16,
+) -> Result<(), c_long> {
     let (old_address, old_port, address_offset, port_offset) = match side {
         Side::Source => (
             flow.source,
@@ -41,7 +47,11 @@ pub fn rewrite(ctx: &TcContext, flow: &Ipv4Flow, side: Side, address: u32, port:
         ),
     };
     // A UDP checksum of zero means "none" and must stay zero.
-    let mangled_zero = if flow.protocol == IPPROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
+    let mangled_zero = if flow.protocol == IPPROTO_UDP {
+        BPF_F_MARK_MANGLED_0 as u64
+    } else {
+        0
+    };
     let l4_check = flow.l4_check_offset();
     if address != old_address {
         ctx.l4_csum_replace(
@@ -50,11 +60,21 @@ pub fn rewrite(ctx: &TcContext, flow: &Ipv4Flow, side: Side, address: u32, port:
             u64::from(address),
             BPF_F_PSEUDO_HDR as u64 | mangled_zero | 4,
         )?;
-        ctx.l3_csum_replace(flow.l3 + IPV4_CHECK_OFFSET, u64::from(old_address), u64::from(address), 4)?;
+        ctx.l3_csum_replace(
+            flow.l3 + IPV4_CHECK_OFFSET,
+            u64::from(old_address),
+            u64::from(address),
+            4,
+        )?;
         ctx.store(address_offset, &address, 0)?;
     }
     if port != old_port {
-        ctx.l4_csum_replace(l4_check, u64::from(old_port), u64::from(port), mangled_zero | 2)?;
+        ctx.l4_csum_replace(
+            l4_check,
+            u64::from(old_port),
+            u64::from(port),
+            mangled_zero | 2,
+        )?;
         ctx.store(port_offset, &port, 0)?;
     }
     Ok(())

@@ -55,11 +55,16 @@ pub fn icmp_port_unreachable(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, c_
     let macs: [u8; 12] = ctx.load(0)?;
     // Keep Ethernet + quote, then open room for the new IPv4 and ICMP headers after Ethernet.
     // SAFETY: the helper only reads the skb pointer the kernel passed to this program.
-    let trimmed = unsafe { bpf_skb_change_tail(ctx.skb.skb, (ETH_HEADER_LEN + QUOTE_LEN) as u32, 0) };
+    let trimmed =
+        unsafe { bpf_skb_change_tail(ctx.skb.skb, (ETH_HEADER_LEN + QUOTE_LEN) as u32, 0) };
     if trimmed != 0 {
         return Err(trimmed);
     }
-    ctx.adjust_room((IPV4_HEADER_LEN + ICMP_HEADER_LEN) as i32, BPF_ADJ_ROOM_MAC, 0)?;
+    ctx.adjust_room(
+        (IPV4_HEADER_LEN + ICMP_HEADER_LEN) as i32,
+        BPF_ADJ_ROOM_MAC,
+        0,
+    )?;
 
     let total_len = (IPV4_HEADER_LEN + ICMP_HEADER_LEN + QUOTE_LEN) as u16;
     let source = flow.destination.to_ne_bytes();

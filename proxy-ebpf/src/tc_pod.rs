@@ -17,14 +17,15 @@ mod program {
         macros::classifier,
         programs::TcContext,
     };
-    use proxy_common::{DropReason, SERVICE_FLAG_DROP_WHEN_EMPTY, tcp_reopens, TcpState, CONNTRACK_FLAG_SEEN_REPLY};
+    use proxy_common::{
+        CONNTRACK_FLAG_SEEN_REPLY, DropReason, SERVICE_FLAG_DROP_WHEN_EMPTY, TcpState, tcp_reopens,
+    };
     use proxy_ebpf::{
-        conntrack,
-        lb,
+        conntrack, lb,
         maps::{CONNTRACK, PROTOCOL_STATS},
         nat::{self, Side},
+        parse::{Frame, IPPROTO_TCP, Ipv4Flow, classify, ipv4_flow},
         reject,
-        parse::{Frame, Ipv4Flow, classify, ipv4_flow, IPPROTO_TCP},
         stats::{count_drop, count_flow, count_protocol},
     };
 
@@ -44,7 +45,11 @@ mod program {
         }
         let linear = (ctx.data_end() - ctx.data()) as u32;
         if ctx.len() > linear {
-            let want = if ctx.len() < HEADERS_MAX { ctx.len() } else { HEADERS_MAX };
+            let want = if ctx.len() < HEADERS_MAX {
+                ctx.len()
+            } else {
+                HEADERS_MAX
+            };
             if ctx.pull_data(want).is_ok() {
                 return ipv4_flow(&frame(ctx));
             }
@@ -54,7 +59,11 @@ mod program {
 
     #[classifier]
     pub fn tc_from_pod(ctx: TcContext) -> i32 {
-        count_protocol(&PROTOCOL_STATS, classify(&frame(&ctx)), u64::from(ctx.len()));
+        count_protocol(
+            &PROTOCOL_STATS,
+            classify(&frame(&ctx)),
+            u64::from(ctx.len()),
+        );
         match flow(&ctx) {
             Some(flow) => from_pod(&ctx, &flow),
             None => TC_ACT_OK,
@@ -63,7 +72,11 @@ mod program {
 
     #[classifier]
     pub fn tc_to_pod(ctx: TcContext) -> i32 {
-        count_protocol(&PROTOCOL_STATS, classify(&frame(&ctx)), u64::from(ctx.len()));
+        count_protocol(
+            &PROTOCOL_STATS,
+            classify(&frame(&ctx)),
+            u64::from(ctx.len()),
+        );
         match flow(&ctx) {
             Some(flow) => to_pod(&ctx, &flow),
             None => TC_ACT_OK,
@@ -101,7 +114,13 @@ mod program {
                             (*entry).state = conntrack::advance(flow, current.state, false);
                         }
                         count_flow(current.service_id, current.backend_id, bytes, false);
-                        return translate(ctx, flow, Side::Destination, current.nat_address, current.nat_port);
+                        return translate(
+                            ctx,
+                            flow,
+                            Side::Destination,
+                            current.nat_address,
+                            current.nat_port,
+                        );
                     }
                 }
             }
@@ -145,7 +164,12 @@ mod program {
             (*entry).flags |= CONNTRACK_FLAG_SEEN_REPLY;
         }
         conntrack::touch_forward_from_reply(flow, &reply, now);
-        count_flow(reply.service_id, reply.backend_id, u64::from(ctx.len()), false);
+        count_flow(
+            reply.service_id,
+            reply.backend_id,
+            u64::from(ctx.len()),
+            false,
+        );
         translate(ctx, flow, Side::Source, reply.nat_address, reply.nat_port)
     }
 }

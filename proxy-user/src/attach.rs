@@ -38,7 +38,9 @@ pub enum AttachError {
         interface: String,
         reason: &'static str,
     },
-    #[error("{program} cannot be attached this way: the {object} object has no such program of that type")]
+    #[error(
+        "{program} cannot be attached this way: the {object} object has no such program of that type"
+    )]
     WrongProgramType {
         program: &'static str,
         object: &'static str,

@@ -5,5 +5,10 @@
 //! (issue #3) will live beside these modules; none of them knows about Kubernetes.
 
 pub mod attach;
+pub mod links;
+pub mod maps;
 pub mod programs;
+pub mod source;
 pub mod stats;
+pub mod sync;
+pub mod translate;

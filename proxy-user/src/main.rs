@@ -48,7 +48,10 @@ fn verify() -> anyhow::Result<()> {
                 let id = loaded
                     .program_id(*program)
                     .map_or_else(|| "unknown".to_owned(), |id| id.to_string());
-                println!("{:<12} verified and loaded (program id {id})", program.as_str());
+                println!(
+                    "{:<12} verified and loaded (program id {id})",
+                    program.as_str()
+                );
             }
         }
         anyhow::Ok(())

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::sync::{DataplaneState, MapOp, SyncPlan};
+
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use proxy_common::{
     AFFINITY_MAP, AffinityKey, AffinityValue, BACKEND_SLOTS_MAP, BACKEND_STATS_MAP, BACKENDS_MAP,
@@ -16,7 +18,26 @@ use proxy_common::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
-    #[error("opening the pinned map {path} (is skiff-proxy's dataplane loaded with this --bpffs?): {source}")]
+    #[error("reading map {map}: {source}")]
+    Read {
+        map: &'static str,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("writing the {CONFIG_MAP} map: {source}")]
+    Config {
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("{op:?} failed (the map may be full: see the --max-* flags): {source}")]
+    Write {
+        op: MapOp,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error(
+        "opening the pinned map {path} (is skiff-proxy's dataplane loaded with this --bpffs?): {source}"
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -74,5 +95,80 @@ impl DataplaneMaps {
             backend_stats: open(pin_directory, BACKEND_STATS_MAP)?,
             drop_stats: open(pin_directory, DROP_STATS_MAP)?,
         })
+    }
+}
+
+fn read_all<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, MapsError> {
+    map.iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| MapsError::Read {
+            map: name,
+            source: Box::new(source),
+        })
+}
+
+impl DataplaneMaps {
+    /// What the service maps hold now (at start: what a previous skiff-proxy left pinned).
+    pub fn read_state(&self) -> Result<DataplaneState, MapsError> {
+        Ok(DataplaneState::from_maps(
+            read_all(&self.services, SERVICES_MAP)?,
+            read_all(&self.backend_slots, BACKEND_SLOTS_MAP)?,
+            read_all(&self.backends, BACKENDS_MAP)?,
+        ))
+    }
+
+    /// Executes a plan's map updates in order. Stops at the first failure, so the invariants the
+    /// plan's order guarantees hold for everything written before it.
+    pub fn execute(&mut self, plan: &SyncPlan) -> Result<(), MapsError> {
+        for op in &plan.ops {
+            let result = match *op {
+                MapOp::PutBackend { id, backend } => self.backends.insert(id, backend, 0),
+                MapOp::PutSlot { key, backend_id } => self.backend_slots.insert(key, backend_id, 0),
+                MapOp::PutService { key, value } => self.services.insert(key, value, 0),
+                MapOp::DeleteSlot(key) => self.backend_slots.remove(&key),
+                MapOp::DeleteService(key) => self.services.remove(&key),
+                MapOp::DeleteBackend(id) => self.backends.remove(&id),
+            };
+            match result {
+                Ok(()) => {}
+                // Deleting what is already gone is what the plan wanted.
+                Err(error)
+                    if is_not_found(&error)
+                        && matches!(
+                            op,
+                            MapOp::DeleteSlot(_)
+                                | MapOp::DeleteService(_)
+                                | MapOp::DeleteBackend(_)
+                        ) => {}
+                Err(source) => {
+                    return Err(MapsError::Write {
+                        op: *op,
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the datapath configuration.
+    pub fn write_config(&mut self, config: &ProxyConfig) -> Result<(), MapsError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(|source| MapsError::Config {
+                source: Box::new(source),
+            })
+    }
+}
+
+/// Whether a map error says the key does not exist.
+fn is_not_found(error: &MapError) -> bool {
+    match error {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(syscall) => syscall.io_error.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
     }
 }

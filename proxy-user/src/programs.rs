@@ -183,9 +183,11 @@ pub struct LoadedObject {
 impl LoadedObject {
     /// Parses the embedded object, creates or adopts its maps and loads its programs.
     pub fn load(object: ProgramObject, options: &LoadOptions) -> Result<LoadedObject, LoadError> {
-        std::fs::create_dir_all(&options.pin_directory).map_err(|source| LoadError::PinDirectory {
-            path: options.pin_directory.clone(),
-            source,
+        std::fs::create_dir_all(&options.pin_directory).map_err(|source| {
+            LoadError::PinDirectory {
+                path: options.pin_directory.clone(),
+                source,
+            }
         })?;
         let sizes = options.map_sizes;
         let mut loader = EbpfLoader::new();
@@ -198,11 +200,13 @@ impl LoadedObject {
             .map_max_entries(BACKEND_SLOTS_MAP, sizes.backend_slots)
             .map_max_entries(CONNTRACK_MAP, sizes.conntrack)
             .map_max_entries(AFFINITY_MAP, sizes.affinity);
-        let mut ebpf = loader.load(object.elf()).map_err(|source| LoadError::Object {
-            object: object.name(),
-            pin_directory: options.pin_directory.clone(),
-            source: Box::new(source),
-        })?;
+        let mut ebpf = loader
+            .load(object.elf())
+            .map_err(|source| LoadError::Object {
+                object: object.name(),
+                pin_directory: options.pin_directory.clone(),
+                source: Box::new(source),
+            })?;
         for program in object.programs() {
             let name = program.as_str();
             let missing = || LoadError::MissingProgram {
@@ -303,5 +307,6 @@ impl LoadedObject {
 
 /// Whether `path` is on a bpffs mount (pins only work there).
 pub fn is_on_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|stats| stats.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|stats| stats.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }

@@ -34,7 +34,11 @@ fn load(program: ProgramName) -> (LoadedObject, PinDirectory) {
     (object, pins)
 }
 
-const ALL_PROGRAMS: [ProgramName; 3] = [ProgramName::TcFromPod, ProgramName::TcToPod, ProgramName::XdpUplink];
+const ALL_PROGRAMS: [ProgramName; 3] = [
+    ProgramName::TcFromPod,
+    ProgramName::TcToPod,
+    ProgramName::XdpUplink,
+];
 
 /// Runs `frame` once through each program and checks verdict, frame and the single counter moved.
 fn assert_passed_and_counted(name: &str, frame: &[u8], expected: ProtocolClass) {
@@ -59,8 +63,15 @@ fn assert_passed_and_counted_by(
         let outcome = object
             .test_run(program, frame, 1)
             .unwrap_or_else(|error| panic!("{name}: BPF_PROG_TEST_RUN of {program:?}: {error}"));
-        assert_eq!(outcome.verdict, pass_verdict(program), "{name}: verdict of {program:?}");
-        assert_eq!(outcome.frame, frame, "{name}: {program:?} changed the frame");
+        assert_eq!(
+            outcome.verdict,
+            pass_verdict(program),
+            "{name}: verdict of {program:?}"
+        );
+        assert_eq!(
+            outcome.frame, frame,
+            "{name}: {program:?} changed the frame"
+        );
         let delta = protocol_stats(&object)
             .expect("stats are readable")
             .since(&before);
@@ -229,10 +240,16 @@ fn repeated_runs_count_every_repetition() {
     let frame = tcp_syn_frame();
     for program in ALL_PROGRAMS {
         let (object, _pins) = load(program);
-        let outcome = object.test_run(program, &frame, 1000).expect("BPF_PROG_TEST_RUN runs");
+        let outcome = object
+            .test_run(program, &frame, 1000)
+            .expect("BPF_PROG_TEST_RUN runs");
         assert_eq!(outcome.verdict, pass_verdict(program));
         let stats: ProtocolStats = protocol_stats(&object).expect("stats are readable");
         assert_eq!(stats.packets(ProtocolClass::Tcp), 1000, "{program:?}");
-        assert_eq!(stats.get(ProtocolClass::Tcp).bytes, 1000 * frame.len() as u64, "{program:?}");
+        assert_eq!(
+            stats.get(ProtocolClass::Tcp).bytes,
+            1000 * frame.len() as u64,
+            "{program:?}"
+        );
     }
 }

@@ -7,7 +7,8 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use proxy_common::{
     BACKEND_FLAG_READY, BACKEND_FLAG_SERVING, BACKEND_FLAG_TERMINATING, Backend, BackendSlotKey,
     CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, ConntrackKey, DropReason, IPPROTO_TCP,
-    IPPROTO_UDP, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_DROP_WHEN_EMPTY, ServiceKey, ServiceValue, TcpState,
+    IPPROTO_UDP, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_DROP_WHEN_EMPTY, ServiceKey, ServiceValue,
+    TcpState,
 };
 use skiff_proxy::{
     maps::DataplaneMaps,
@@ -76,7 +77,13 @@ fn service_key(protocol: u8) -> ServiceKey {
 impl Dataplane {
     /// Installs backends (id = index + 1) and a service with id 1 whose live slots are
     /// `slot_backends` (backend ids).
-    fn install(&mut self, protocol: u8, backends: &[(Ipv4Addr, u8)], slot_backends: &[u32], flags: u8) {
+    fn install(
+        &mut self,
+        protocol: u8,
+        backends: &[(Ipv4Addr, u8)],
+        slot_backends: &[u32],
+        flags: u8,
+    ) {
         for (index, (address, backend_flags)) in backends.iter().enumerate() {
             let backend = Backend {
                 address: be_address(*address),
@@ -84,7 +91,10 @@ impl Dataplane {
                 flags: *backend_flags,
                 padding: 0,
             };
-            self.maps.backends.insert(index as u32 + 1, backend, 0).expect("put backend");
+            self.maps
+                .backends
+                .insert(index as u32 + 1, backend, 0)
+                .expect("put backend");
         }
         for (slot, backend_id) in slot_backends.iter().enumerate() {
             let key = BackendSlotKey {
@@ -93,21 +103,34 @@ impl Dataplane {
                 padding: 0,
                 slot: slot as u16,
             };
-            self.maps.backend_slots.insert(key, backend_id, 0).expect("put slot");
+            self.maps
+                .backend_slots
+                .insert(key, backend_id, 0)
+                .expect("put slot");
         }
         let value = ServiceValue {
             service_id: 1,
             backend_count: slot_backends.len() as u16,
             generation: 0,
             flags,
-            affinity_timeout_seconds: if flags & SERVICE_FLAG_AFFINITY != 0 { 10_800 } else { 0 },
+            affinity_timeout_seconds: if flags & SERVICE_FLAG_AFFINITY != 0 {
+                10_800
+            } else {
+                0
+            },
             padding: 0,
         };
-        self.maps.services.insert(service_key(protocol), value, 0).expect("put service");
+        self.maps
+            .services
+            .insert(service_key(protocol), value, 0)
+            .expect("put service");
     }
 
     fn run(&self, program: ProgramName, frame: &[u8]) -> (u32, Vec<u8>) {
-        let outcome = self.object.test_run(program, frame, 1).expect("BPF_PROG_TEST_RUN");
+        let outcome = self
+            .object
+            .test_run(program, frame, 1)
+            .expect("BPF_PROG_TEST_RUN");
         (outcome.verdict, outcome.frame)
     }
 
@@ -124,12 +147,18 @@ impl Dataplane {
 
 fn tcp_frame(source: (Ipv4Addr, u16), destination: (Ipv4Addr, u16), flags: u8) -> Vec<u8> {
     let ip = Ipv4::new(source.0, destination.0, packet::IPPROTO_TCP);
-    packet::ipv4_frame(&ip, &packet::tcp_v4(source.0, destination.0, source.1, destination.1, flags, b""))
+    packet::ipv4_frame(
+        &ip,
+        &packet::tcp_v4(source.0, destination.0, source.1, destination.1, flags, b""),
+    )
 }
 
 fn udp_frame(source: (Ipv4Addr, u16), destination: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
     let ip = Ipv4::new(source.0, destination.0, packet::IPPROTO_UDP);
-    packet::ipv4_frame(&ip, &packet::udp_v4(source.0, destination.0, source.1, destination.1, payload))
+    packet::ipv4_frame(
+        &ip,
+        &packet::udp_v4(source.0, destination.0, source.1, destination.1, payload),
+    )
 }
 
 /// The backend (index into BACKEND_ADDRESSES) a translated frame was sent to.
@@ -152,8 +181,15 @@ fn clusterip_tcp_syn_is_dnated_to_the_backend_and_the_reply_comes_back_from_the_
     let syn = tcp_frame((CLIENT, 40_000), (VIP, SERVICE_PORT), tcp_flags::SYN);
     let (verdict, translated) = dataplane.run(ProgramName::TcFromPod, &syn);
     assert_eq!(verdict, TC_ACT_OK);
-    let expected = tcp_frame((CLIENT, 40_000), (BACKEND_ADDRESSES[0], TARGET_PORT), tcp_flags::SYN);
-    assert_eq!(translated, expected, "DNAT with checksums recomputed from scratch");
+    let expected = tcp_frame(
+        (CLIENT, 40_000),
+        (BACKEND_ADDRESSES[0], TARGET_PORT),
+        tcp_flags::SYN,
+    );
+    assert_eq!(
+        translated, expected,
+        "DNAT with checksums recomputed from scratch"
+    );
 
     let forward = ConntrackKey {
         source_address: be_address(CLIENT),
@@ -164,14 +200,26 @@ fn clusterip_tcp_syn_is_dnated_to_the_backend_and_the_reply_comes_back_from_the_
         direction: CONNTRACK_DIRECTION_FORWARD,
         padding: 0,
     };
-    let entry = dataplane.maps.conntrack.get(&forward, 0).expect("forward conntrack entry");
+    let entry = dataplane
+        .maps
+        .conntrack
+        .get(&forward, 0)
+        .expect("forward conntrack entry");
     assert_eq!((entry.backend_id, entry.service_id), (1, 1));
     assert_eq!(TcpState::from_byte(entry.state), TcpState::SynSent);
 
-    let syn_ack = tcp_frame((BACKEND_ADDRESSES[0], TARGET_PORT), (CLIENT, 40_000), tcp_flags::SYN | tcp_flags::ACK);
+    let syn_ack = tcp_frame(
+        (BACKEND_ADDRESSES[0], TARGET_PORT),
+        (CLIENT, 40_000),
+        tcp_flags::SYN | tcp_flags::ACK,
+    );
     let (verdict, reply) = dataplane.run(ProgramName::TcToPod, &syn_ack);
     assert_eq!(verdict, TC_ACT_OK);
-    let expected = tcp_frame((VIP, SERVICE_PORT), (CLIENT, 40_000), tcp_flags::SYN | tcp_flags::ACK);
+    let expected = tcp_frame(
+        (VIP, SERVICE_PORT),
+        (CLIENT, 40_000),
+        tcp_flags::SYN | tcp_flags::ACK,
+    );
     assert_eq!(reply, expected, "reverse NAT back to the VIP");
     let reply_key = ConntrackKey {
         source_address: be_address(BACKEND_ADDRESSES[0]),
@@ -181,8 +229,15 @@ fn clusterip_tcp_syn_is_dnated_to_the_backend_and_the_reply_comes_back_from_the_
         direction: CONNTRACK_DIRECTION_REPLY,
         ..forward
     };
-    assert!(dataplane.maps.conntrack.get(&reply_key, 0).is_ok(), "reply entry");
-    let entry = dataplane.maps.conntrack.get(&forward, 0).expect("forward conntrack entry");
+    assert!(
+        dataplane.maps.conntrack.get(&reply_key, 0).is_ok(),
+        "reply entry"
+    );
+    let entry = dataplane
+        .maps
+        .conntrack
+        .get(&forward, 0)
+        .expect("forward conntrack entry");
     assert_eq!(TcpState::from_byte(entry.state), TcpState::Established);
 }
 
@@ -195,11 +250,25 @@ fn clusterip_udp_is_translated_both_ways_and_a_zero_checksum_stays_zero() {
     let query = udp_frame((CLIENT, 5353), (VIP, SERVICE_PORT), b"query");
     let (verdict, translated) = dataplane.run(ProgramName::TcFromPod, &query);
     assert_eq!(verdict, TC_ACT_OK);
-    assert_eq!(translated, udp_frame((CLIENT, 5353), (BACKEND_ADDRESSES[1], TARGET_PORT), b"query"));
+    assert_eq!(
+        translated,
+        udp_frame(
+            (CLIENT, 5353),
+            (BACKEND_ADDRESSES[1], TARGET_PORT),
+            b"query"
+        )
+    );
 
-    let answer = udp_frame((BACKEND_ADDRESSES[1], TARGET_PORT), (CLIENT, 5353), b"answer");
+    let answer = udp_frame(
+        (BACKEND_ADDRESSES[1], TARGET_PORT),
+        (CLIENT, 5353),
+        b"answer",
+    );
     let (_, reply) = dataplane.run(ProgramName::TcToPod, &answer);
-    assert_eq!(reply, udp_frame((VIP, SERVICE_PORT), (CLIENT, 5353), b"answer"));
+    assert_eq!(
+        reply,
+        udp_frame((VIP, SERVICE_PORT), (CLIENT, 5353), b"answer")
+    );
 
     // A datagram sent without checksum (0) must still have none after DNAT.
     let mut unchecked = udp_frame((CLIENT, 5354), (VIP, SERVICE_PORT), b"x");
@@ -214,17 +283,25 @@ fn clusterip_udp_is_translated_both_ways_and_a_zero_checksum_stays_zero() {
 fn new_flows_are_spread_evenly_over_ready_backends() {
     require_privileges!();
     let mut dataplane = dataplane();
-    let backends: Vec<_> = BACKEND_ADDRESSES.iter().map(|address| (*address, READY)).collect();
+    let backends: Vec<_> = BACKEND_ADDRESSES
+        .iter()
+        .map(|address| (*address, READY))
+        .collect();
     dataplane.install(IPPROTO_TCP, &backends, &[1, 2, 3], 0);
     let mut counts = BTreeMap::new();
     for port in 0..3000u16 {
         let syn = tcp_frame((CLIENT, 20_000 + port), (VIP, SERVICE_PORT), tcp_flags::SYN);
         let (_, translated) = dataplane.run(ProgramName::TcFromPod, &syn);
-        *counts.entry(destination_backend(&translated)).or_insert(0u32) += 1;
+        *counts
+            .entry(destination_backend(&translated))
+            .or_insert(0u32) += 1;
     }
     for backend in 0..3 {
         let count = counts.get(&backend).copied().unwrap_or(0);
-        assert!((850..=1150).contains(&count), "backend {backend} got {count} of 3000: {counts:?}");
+        assert!(
+            (850..=1150).contains(&count),
+            "backend {backend} got {count} of 3000: {counts:?}"
+        );
     }
 }
 
@@ -232,12 +309,18 @@ fn new_flows_are_spread_evenly_over_ready_backends() {
 fn packets_of_an_existing_flow_keep_their_backend() {
     require_privileges!();
     let mut dataplane = dataplane();
-    let backends: Vec<_> = BACKEND_ADDRESSES.iter().map(|address| (*address, READY)).collect();
+    let backends: Vec<_> = BACKEND_ADDRESSES
+        .iter()
+        .map(|address| (*address, READY))
+        .collect();
     dataplane.install(IPPROTO_UDP, &backends, &[1, 2, 3], 0);
     let datagram = udp_frame((CLIENT, 7777), (VIP, SERVICE_PORT), b"same flow");
     let first = destination_backend(&dataplane.run(ProgramName::TcFromPod, &datagram).1);
     for _ in 0..50 {
-        assert_eq!(destination_backend(&dataplane.run(ProgramName::TcFromPod, &datagram).1), first);
+        assert_eq!(
+            destination_backend(&dataplane.run(ProgramName::TcFromPod, &datagram).1),
+            first
+        );
     }
 }
 
@@ -245,7 +328,10 @@ fn packets_of_an_existing_flow_keep_their_backend() {
 fn a_udp_flow_whose_backend_was_removed_moves_to_a_live_backend() {
     require_privileges!();
     let mut dataplane = dataplane();
-    let backends: Vec<_> = BACKEND_ADDRESSES.iter().map(|address| (*address, READY)).collect();
+    let backends: Vec<_> = BACKEND_ADDRESSES
+        .iter()
+        .map(|address| (*address, READY))
+        .collect();
     dataplane.install(IPPROTO_UDP, &backends, &[1, 2, 3], 0);
     let datagram = udp_frame((CLIENT, 9999), (VIP, SERVICE_PORT), b"stream");
     let first = destination_backend(&dataplane.run(ProgramName::TcFromPod, &datagram).1);
@@ -253,19 +339,43 @@ fn a_udp_flow_whose_backend_was_removed_moves_to_a_live_backend() {
     // The backend disappears from the EndpointSlice: sync removes it from slots and backends.
     let survivors: Vec<u32> = (1..=3).filter(|id| *id != first as u32 + 1).collect();
     for (slot, id) in survivors.iter().enumerate() {
-        let key = BackendSlotKey { service_id: 1, generation: 1, padding: 0, slot: slot as u16 };
-        dataplane.maps.backend_slots.insert(key, id, 0).expect("put slot");
+        let key = BackendSlotKey {
+            service_id: 1,
+            generation: 1,
+            padding: 0,
+            slot: slot as u16,
+        };
+        dataplane
+            .maps
+            .backend_slots
+            .insert(key, id, 0)
+            .expect("put slot");
     }
-    let mut service = dataplane.maps.services.get(&service_key(IPPROTO_UDP), 0).expect("service");
+    let mut service = dataplane
+        .maps
+        .services
+        .get(&service_key(IPPROTO_UDP), 0)
+        .expect("service");
     service.generation = 1;
     service.backend_count = 2;
-    dataplane.maps.services.insert(service_key(IPPROTO_UDP), service, 0).expect("switch generation");
-    dataplane.maps.backends.remove(&(first as u32 + 1)).expect("remove backend");
+    dataplane
+        .maps
+        .services
+        .insert(service_key(IPPROTO_UDP), service, 0)
+        .expect("switch generation");
+    dataplane
+        .maps
+        .backends
+        .remove(&(first as u32 + 1))
+        .expect("remove backend");
 
     let moved = destination_backend(&dataplane.run(ProgramName::TcFromPod, &datagram).1);
     assert_ne!(moved, first, "the flow must leave the removed backend");
     for _ in 0..20 {
-        assert_eq!(destination_backend(&dataplane.run(ProgramName::TcFromPod, &datagram).1), moved);
+        assert_eq!(
+            destination_backend(&dataplane.run(ProgramName::TcFromPod, &datagram).1),
+            moved
+        );
     }
 }
 
@@ -273,9 +383,17 @@ fn a_udp_flow_whose_backend_was_removed_moves_to_a_live_backend() {
 fn terminating_backend_keeps_existing_flows() {
     require_privileges!();
     let mut dataplane = dataplane();
-    dataplane.install(IPPROTO_TCP, &[(BACKEND_ADDRESSES[0], READY), (BACKEND_ADDRESSES[1], READY)], &[1], 0);
+    dataplane.install(
+        IPPROTO_TCP,
+        &[(BACKEND_ADDRESSES[0], READY), (BACKEND_ADDRESSES[1], READY)],
+        &[1],
+        0,
+    );
     let syn = tcp_frame((CLIENT, 41_000), (VIP, SERVICE_PORT), tcp_flags::SYN);
-    assert_eq!(destination_backend(&dataplane.run(ProgramName::TcFromPod, &syn).1), 0);
+    assert_eq!(
+        destination_backend(&dataplane.run(ProgramName::TcFromPod, &syn).1),
+        0
+    );
     // Backend 1 starts terminating: it leaves the slots (new flows go to backend 2) but stays in
     // the backends map, so the established flow keeps it.
     let terminating = Backend {
@@ -284,27 +402,57 @@ fn terminating_backend_keeps_existing_flows() {
         flags: BACKEND_FLAG_SERVING | BACKEND_FLAG_TERMINATING,
         padding: 0,
     };
-    dataplane.maps.backends.insert(1, terminating, 0).expect("mark terminating");
-    let key = BackendSlotKey { service_id: 1, generation: 0, padding: 0, slot: 0 };
-    dataplane.maps.backend_slots.insert(key, 2, 0).expect("slot to backend 2");
+    dataplane
+        .maps
+        .backends
+        .insert(1, terminating, 0)
+        .expect("mark terminating");
+    let key = BackendSlotKey {
+        service_id: 1,
+        generation: 0,
+        padding: 0,
+        slot: 0,
+    };
+    dataplane
+        .maps
+        .backend_slots
+        .insert(key, 2, 0)
+        .expect("slot to backend 2");
     let ack = tcp_frame((CLIENT, 41_000), (VIP, SERVICE_PORT), tcp_flags::ACK);
-    assert_eq!(destination_backend(&dataplane.run(ProgramName::TcFromPod, &ack).1), 0);
+    assert_eq!(
+        destination_backend(&dataplane.run(ProgramName::TcFromPod, &ack).1),
+        0
+    );
     let new_syn = tcp_frame((CLIENT, 41_001), (VIP, SERVICE_PORT), tcp_flags::SYN);
-    assert_eq!(destination_backend(&dataplane.run(ProgramName::TcFromPod, &new_syn).1), 1);
+    assert_eq!(
+        destination_backend(&dataplane.run(ProgramName::TcFromPod, &new_syn).1),
+        1
+    );
 }
 
 #[test]
 fn client_ip_affinity_sends_every_new_connection_of_a_client_to_one_backend() {
     require_privileges!();
     let mut dataplane = dataplane();
-    let backends: Vec<_> = BACKEND_ADDRESSES.iter().map(|address| (*address, READY)).collect();
+    let backends: Vec<_> = BACKEND_ADDRESSES
+        .iter()
+        .map(|address| (*address, READY))
+        .collect();
     dataplane.install(IPPROTO_TCP, &backends, &[1, 2, 3], SERVICE_FLAG_AFFINITY);
     let first = destination_backend(
-        &dataplane.run(ProgramName::TcFromPod, &tcp_frame((CLIENT, 30_000), (VIP, SERVICE_PORT), tcp_flags::SYN)).1,
+        &dataplane
+            .run(
+                ProgramName::TcFromPod,
+                &tcp_frame((CLIENT, 30_000), (VIP, SERVICE_PORT), tcp_flags::SYN),
+            )
+            .1,
     );
     for port in 1..100u16 {
         let syn = tcp_frame((CLIENT, 30_000 + port), (VIP, SERVICE_PORT), tcp_flags::SYN);
-        assert_eq!(destination_backend(&dataplane.run(ProgramName::TcFromPod, &syn).1), first);
+        assert_eq!(
+            destination_backend(&dataplane.run(ProgramName::TcFromPod, &syn).1),
+            first
+        );
     }
 }
 
@@ -316,7 +464,12 @@ fn port_unreachable_for(frame: &[u8]) -> Vec<u8> {
     ip.id = 0;
     ip.frag_off = 0;
     let icmp = packet::icmp_error(3, 3, &frame[14..14 + 28]);
-    packet::ethernet(packet::CLIENT_MAC, packet::SERVER_MAC, packet::ETH_P_IP, &ip.packet(&icmp))
+    packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::SERVER_MAC,
+        packet::ETH_P_IP,
+        &ip.packet(&icmp),
+    )
 }
 
 #[test]
@@ -336,7 +489,11 @@ fn udp_to_a_service_without_endpoints_is_answered_with_port_unreachable() {
     require_privileges!();
     let mut dataplane = dataplane();
     dataplane.install(IPPROTO_UDP, &[], &[], 0);
-    let datagram = udp_frame((CLIENT, 5300), (VIP, SERVICE_PORT), b"a payload longer than eight bytes");
+    let datagram = udp_frame(
+        (CLIENT, 5300),
+        (VIP, SERVICE_PORT),
+        b"a payload longer than eight bytes",
+    );
     let (verdict, answer) = dataplane.run(ProgramName::TcFromPod, &datagram);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(answer, port_unreachable_for(&datagram));
@@ -360,10 +517,17 @@ fn traffic_that_is_not_for_a_service_passes_unchanged() {
     dataplane.install(IPPROTO_TCP, &[(BACKEND_ADDRESSES[0], READY)], &[1], 0);
     let other_port = tcp_frame((CLIENT, 40_002), (VIP, 443), tcp_flags::SYN);
     let udp_to_tcp_service = udp_frame((CLIENT, 40_003), (VIP, SERVICE_PORT), b"x");
-    let pod_to_pod = tcp_frame((CLIENT, 40_004), (BACKEND_ADDRESSES[2], TARGET_PORT), tcp_flags::SYN);
+    let pod_to_pod = tcp_frame(
+        (CLIENT, 40_004),
+        (BACKEND_ADDRESSES[2], TARGET_PORT),
+        tcp_flags::SYN,
+    );
     let mut fragment = Ipv4::new(CLIENT, VIP, packet::IPPROTO_UDP);
     fragment.frag_off = 0x2000; // first fragment of a UDP datagram to the VIP: not translated
-    let fragment = packet::ipv4_frame(&fragment, &packet::udp_v4(CLIENT, VIP, 40_005, SERVICE_PORT, &[0; 32]));
+    let fragment = packet::ipv4_frame(
+        &fragment,
+        &packet::udp_v4(CLIENT, VIP, 40_005, SERVICE_PORT, &[0; 32]),
+    );
     for frame in [other_port, udp_to_tcp_service, pod_to_pod, fragment] {
         for program in [ProgramName::TcFromPod, ProgramName::TcToPod] {
             let (verdict, output) = dataplane.run(program, &frame);

@@ -158,7 +158,14 @@ fn tc_and_xdp_count_real_ping_and_tcp_traffic_on_a_veth_and_detach_cleanly() {
         .expect("enter server namespace")
         .expect("attach xdp_uplink to veth-s");
     let tc_link = client
-        .run(|| attach_tc(&mut tc, ProgramName::TcFromPod, "veth-c", TcDirection::Ingress))
+        .run(|| {
+            attach_tc(
+                &mut tc,
+                ProgramName::TcFromPod,
+                "veth-c",
+                TcDirection::Ingress,
+            )
+        })
         .expect("enter client namespace")
         .expect("attach tc_from_pod to veth-c ingress");
     // Resolve the neighbours first so the measured window holds only ICMP and TCP (plus ARP,

@@ -26,7 +26,9 @@ impl PinDirectory {
             for (name, path) in crate::abandoned_entries(BPFFS, NAME_PREFIX) {
                 match std::fs::remove_dir_all(&path) {
                     Ok(()) => eprintln!("harness: removed stale bpffs directory {name}"),
-                    Err(error) => eprintln!("harness: could not remove {}: {error}", path.display()),
+                    Err(error) => {
+                        eprintln!("harness: could not remove {}: {error}", path.display())
+                    }
                 }
             }
         });

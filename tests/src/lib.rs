@@ -11,10 +11,12 @@
 pub mod bpffs;
 pub mod containerd;
 pub mod cri;
+pub mod echo;
 pub mod netns;
 pub mod oci_image;
 pub mod packet;
 pub mod privileged;
+pub mod topology;
 pub mod veth;
 
 /// A name unique to this process and call: `<prefix>-<pid>-<n>`, used for namespaces, interfaces'

@@ -6,6 +6,7 @@
 //!   address/port as `nat_*`) so later packets are DNATed the same way;
 //! - reply, keyed by the tuple of B's replies (B, client): value names the VIP/port as `nat_*`
 //!   so replies get their source rewritten back to the VIP.
+//!
 //! Timeouts follow the kernel's nf_conntrack defaults, as kube-proxy leaves them.
 
 /// LRU hash map [`ConntrackKey`] → [`ConntrackValue`].
@@ -193,7 +194,9 @@ pub const fn tcp_next_state(current: TcpState, tcp_flags: u8, reply: bool) -> Tc
                 TcpState::Established
             }
         }
-        TcpState::SynSent if reply && tcp_flags & TCP_FLAG_SYN != 0 && tcp_flags & TCP_FLAG_ACK != 0 => {
+        TcpState::SynSent
+            if reply && tcp_flags & TCP_FLAG_SYN != 0 && tcp_flags & TCP_FLAG_ACK != 0 =>
+        {
             TcpState::Established
         }
         state => state,
@@ -204,5 +207,9 @@ pub const fn tcp_next_state(current: TcpState, tcp_flags: u8, reply: bool) -> Tc
 /// (a bare SYN while the entry is closing or closed): the flow must be balanced afresh.
 pub const fn tcp_reopens(current: TcpState, tcp_flags: u8) -> bool {
     let bare_syn = tcp_flags & TCP_FLAG_SYN != 0 && tcp_flags & TCP_FLAG_ACK == 0;
-    bare_syn && matches!(current, TcpState::Closing | TcpState::TimeWait | TcpState::Close)
+    bare_syn
+        && matches!(
+            current,
+            TcpState::Closing | TcpState::TimeWait | TcpState::Close
+        )
 }

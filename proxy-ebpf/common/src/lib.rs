@@ -51,17 +51,44 @@ mod tests {
 
     #[test]
     fn map_types_have_the_layout_the_kernel_side_expects() {
-        assert_eq!((size_of::<PacketCounter>(), align_of::<PacketCounter>()), (16, 8));
-        assert_eq!((size_of::<FlowCounter>(), align_of::<FlowCounter>()), (24, 8));
+        assert_eq!(
+            (size_of::<PacketCounter>(), align_of::<PacketCounter>()),
+            (16, 8)
+        );
+        assert_eq!(
+            (size_of::<FlowCounter>(), align_of::<FlowCounter>()),
+            (24, 8)
+        );
         assert_eq!((size_of::<ServiceKey>(), align_of::<ServiceKey>()), (8, 4));
-        assert_eq!((size_of::<ServiceValue>(), align_of::<ServiceValue>()), (16, 4));
-        assert_eq!((size_of::<BackendSlotKey>(), align_of::<BackendSlotKey>()), (8, 4));
+        assert_eq!(
+            (size_of::<ServiceValue>(), align_of::<ServiceValue>()),
+            (16, 4)
+        );
+        assert_eq!(
+            (size_of::<BackendSlotKey>(), align_of::<BackendSlotKey>()),
+            (8, 4)
+        );
         assert_eq!((size_of::<Backend>(), align_of::<Backend>()), (8, 4));
-        assert_eq!((size_of::<ConntrackKey>(), align_of::<ConntrackKey>()), (16, 4));
-        assert_eq!((size_of::<ConntrackValue>(), align_of::<ConntrackValue>()), (32, 8));
-        assert_eq!((size_of::<AffinityKey>(), align_of::<AffinityKey>()), (8, 4));
-        assert_eq!((size_of::<AffinityValue>(), align_of::<AffinityValue>()), (16, 8));
-        assert_eq!((size_of::<ProxyConfig>(), align_of::<ProxyConfig>()), (64, 8));
+        assert_eq!(
+            (size_of::<ConntrackKey>(), align_of::<ConntrackKey>()),
+            (16, 4)
+        );
+        assert_eq!(
+            (size_of::<ConntrackValue>(), align_of::<ConntrackValue>()),
+            (32, 8)
+        );
+        assert_eq!(
+            (size_of::<AffinityKey>(), align_of::<AffinityKey>()),
+            (8, 4)
+        );
+        assert_eq!(
+            (size_of::<AffinityValue>(), align_of::<AffinityValue>()),
+            (16, 8)
+        );
+        assert_eq!(
+            (size_of::<ProxyConfig>(), align_of::<ProxyConfig>()),
+            (64, 8)
+        );
     }
 
     #[test]
@@ -83,17 +110,32 @@ mod tests {
     fn tcp_handshake_moves_syn_sent_to_established_on_the_backend_syn_ack() {
         let state = tcp_next_state(TcpState::None, TCP_FLAG_SYN, false);
         assert_eq!(state, TcpState::SynSent);
-        assert_eq!(tcp_next_state(state, TCP_FLAG_SYN | TCP_FLAG_ACK, false), TcpState::SynSent);
-        assert_eq!(tcp_next_state(state, TCP_FLAG_SYN | TCP_FLAG_ACK, true), TcpState::Established);
+        assert_eq!(
+            tcp_next_state(state, TCP_FLAG_SYN | TCP_FLAG_ACK, false),
+            TcpState::SynSent
+        );
+        assert_eq!(
+            tcp_next_state(state, TCP_FLAG_SYN | TCP_FLAG_ACK, true),
+            TcpState::Established
+        );
     }
 
     #[test]
     fn tcp_fins_from_both_sides_lead_to_time_wait_and_rst_closes_at_once() {
         let closing = tcp_next_state(TcpState::Established, TCP_FLAG_FIN | TCP_FLAG_ACK, false);
         assert_eq!(closing, TcpState::Closing);
-        assert_eq!(tcp_next_state(closing, TCP_FLAG_ACK, true), TcpState::Closing);
-        assert_eq!(tcp_next_state(closing, TCP_FLAG_FIN | TCP_FLAG_ACK, true), TcpState::TimeWait);
-        assert_eq!(tcp_next_state(TcpState::Established, TCP_FLAG_RST, true), TcpState::Close);
+        assert_eq!(
+            tcp_next_state(closing, TCP_FLAG_ACK, true),
+            TcpState::Closing
+        );
+        assert_eq!(
+            tcp_next_state(closing, TCP_FLAG_FIN | TCP_FLAG_ACK, true),
+            TcpState::TimeWait
+        );
+        assert_eq!(
+            tcp_next_state(TcpState::Established, TCP_FLAG_RST, true),
+            TcpState::Close
+        );
     }
 
     #[test]
@@ -101,14 +143,20 @@ mod tests {
         assert!(tcp_reopens(TcpState::TimeWait, TCP_FLAG_SYN));
         assert!(tcp_reopens(TcpState::Close, TCP_FLAG_SYN));
         assert!(!tcp_reopens(TcpState::Established, TCP_FLAG_SYN));
-        assert!(!tcp_reopens(TcpState::TimeWait, TCP_FLAG_SYN | TCP_FLAG_ACK));
+        assert!(!tcp_reopens(
+            TcpState::TimeWait,
+            TCP_FLAG_SYN | TCP_FLAG_ACK
+        ));
     }
 
     #[test]
     fn timeouts_follow_state_and_udp_stream_flag() {
         let config = ProxyConfig::default();
         assert_eq!(config.timeout_seconds(TcpState::None, 0), 30);
-        assert_eq!(config.timeout_seconds(TcpState::None, CONNTRACK_FLAG_SEEN_REPLY), 120);
+        assert_eq!(
+            config.timeout_seconds(TcpState::None, CONNTRACK_FLAG_SEEN_REPLY),
+            120
+        );
         assert_eq!(config.timeout_seconds(TcpState::Established, 0), 86_400);
         assert_eq!(config.timeout_seconds(TcpState::Close, 0), 10);
     }

@@ -1,0 +1,186 @@
+//! Pinned TC links on pod interfaces: what keeps the dataplane attached while skiff-proxy is
+//! down, and how a restarted skiff-proxy takes it over without a gap.
+//!
+//! Owns the link pins under `<bpffs>/links/<interface>-{ingress,egress}` and the attach-or-adopt
+//! rule: when a pin exists and its link is alive, the freshly loaded program replaces the old one
+//! inside the link atomically (`BPF_LINK_UPDATE`), so packets never see an interface without a
+//! program; otherwise the program is attached anew and the link pinned. Interfaces are named in
+//! the calling thread's network namespace. Never loads programs or touches map contents.
+
+use std::{
+    collections::BTreeSet,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    pin::PinError,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+    },
+};
+
+use crate::programs::{LoadedObject, ProgramName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkPinError {
+    #[error("creating the link pin directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the tc_pod object has no program {program}")]
+    MissingProgram { program: &'static str },
+    #[error("attaching {program} to {interface} ({direction}): {source}")]
+    Attach {
+        program: &'static str,
+        interface: String,
+        direction: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("pinning the link of {program} on {interface} at {path}: {reason}")]
+    Pin {
+        program: &'static str,
+        interface: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("listing the interfaces of this network namespace: {source}")]
+    Interfaces {
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// The TC programs every pod interface gets: (program, attach point, pin suffix).
+const POD_PROGRAMS: [(ProgramName, TcAttachType, &str); 2] = [
+    (ProgramName::TcFromPod, TcAttachType::Ingress, "ingress"),
+    (ProgramName::TcToPod, TcAttachType::Egress, "egress"),
+];
+
+/// `<pin directory>/links`.
+pub fn links_directory(pin_directory: &Path) -> PathBuf {
+    pin_directory.join("links")
+}
+
+fn pin_path(directory: &Path, interface: &str, suffix: &str) -> PathBuf {
+    directory.join(format!("{interface}-{suffix}"))
+}
+
+/// How an interface got its programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// Programs attached now (no live pinned link existed).
+    Attached,
+    /// Programs swapped into links a previous skiff-proxy pinned.
+    Adopted,
+}
+
+/// Attaches (or adopts) both pod programs on `interface` and pins their links.
+pub fn attach_pod_interface(
+    object: &mut LoadedObject,
+    pin_directory: &Path,
+    interface: &str,
+) -> Result<Attachment, LinkPinError> {
+    let directory = links_directory(pin_directory);
+    std::fs::create_dir_all(&directory).map_err(|source| LinkPinError::Directory {
+        path: directory.clone(),
+        source,
+    })?;
+    let mut attachment = Attachment::Adopted;
+    for (program, attach_type, suffix) in POD_PROGRAMS {
+        let name = program.as_str();
+        let classifier = object
+            .classifier_mut(program)
+            .ok_or(LinkPinError::MissingProgram { program: name })?;
+        let path = pin_path(&directory, interface, suffix);
+        let attach_error = |source| LinkPinError::Attach {
+            program: name,
+            interface: interface.to_owned(),
+            direction: suffix,
+            source: Box::new(source),
+        };
+        let link_id = match adopt(classifier, &path) {
+            Some(link_id) => link_id,
+            None => {
+                attachment = Attachment::Attached;
+                classifier
+                    .attach(interface, attach_type)
+                    .map_err(attach_error)?
+            }
+        };
+        let pin_error = |reason: String| LinkPinError::Pin {
+            program: name,
+            interface: interface.to_owned(),
+            path: path.clone(),
+            reason,
+        };
+        let link = classifier.take_link(link_id).map_err(attach_error)?;
+        let link = FdLink::try_from(link).map_err(|error| pin_error(error.to_string()))?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(pin_error(error.to_string())),
+        }
+        link.pin(&path)
+            .map_err(|error: PinError| pin_error(error.to_string()))?;
+    }
+    Ok(attachment)
+}
+
+/// Swaps `classifier` into the live link pinned at `path`, if there is one. A pin whose link is
+/// dead (its interface was deleted) is removed.
+fn adopt(
+    classifier: &mut SchedClassifier,
+    path: &Path,
+) -> Option<aya::programs::tc::SchedClassifierLinkId> {
+    let pinned = match PinnedLink::from_pin(path) {
+        Ok(pinned) => pinned,
+        Err(LinkError::SyscallError(error)) if error.io_error.kind() == io::ErrorKind::NotFound => {
+            return None;
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+    };
+    let adopted = SchedClassifierLink::try_from(FdLink::from(pinned))
+        .ok()
+        .and_then(|link| classifier.attach_to_link(link).ok());
+    if adopted.is_none() {
+        let _ = std::fs::remove_file(path);
+    }
+    adopted
+}
+
+/// Interface names of the calling thread's network namespace.
+pub fn interfaces() -> Result<BTreeSet<String>, LinkPinError> {
+    let names =
+        nix::net::if_::if_nameindex().map_err(|source| LinkPinError::Interfaces { source })?;
+    Ok(names
+        .iter()
+        .map(|interface| interface.name().to_string_lossy().into_owned())
+        .collect())
+}
+
+/// Removes link pins of interfaces that no longer exist (their links died with them).
+pub fn remove_stale_pins(pin_directory: &Path, existing: &BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(links_directory(pin_directory)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let interface = POD_PROGRAMS
+            .iter()
+            .find_map(|(_, _, suffix)| name.strip_suffix(&format!("-{suffix}")));
+        if let Some(interface) = interface
+            && !existing.contains(interface)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
