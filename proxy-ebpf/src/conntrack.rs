@@ -105,7 +105,7 @@ pub fn record(
         state,
         flags: 0,
     };
-    CONNTRACK.insert(&forward_key(flow), &forward, 0)?;
+    CONNTRACK.insert(forward_key(flow), forward, 0)?;
     let reply_key = ConntrackKey {
         source_address: backend.address,
         destination_address: flow.source,
@@ -120,13 +120,13 @@ pub fn record(
         nat_port: flow.destination_port,
         ..forward
     };
-    CONNTRACK.insert(&reply_key, &reply, 0)
+    CONNTRACK.insert(reply_key, reply, 0)
 }
 
 /// Marks the forward entry of a reply's flow as having seen a reply, advancing its state.
 #[inline(always)]
 pub fn touch_forward_from_reply(flow: &Ipv4Flow, reply: &ConntrackValue, now: u64) {
-    if let Some(entry) = CONNTRACK.get_ptr_mut(&forward_key_of_reply(flow, reply)) {
+    if let Some(entry) = CONNTRACK.get_ptr_mut(forward_key_of_reply(flow, reply)) {
         // SAFETY: the pointer comes from a successful lookup; concurrent writers only store
         // timestamps and small state values, and a torn update is corrected by the next packet.
         unsafe {

@@ -27,14 +27,14 @@ pub fn service_of(flow: &Ipv4Flow) -> Option<ServiceValue> {
         padding: 0,
     };
     // SAFETY: the pointer comes from a successful lookup; the value is copied at once.
-    SERVICES.get_ptr(&key).map(|value| unsafe { *value })
+    SERVICES.get_ptr(key).map(|value| unsafe { *value })
 }
 
 /// The backend with this id, if it still exists.
 #[inline(always)]
 pub fn backend(backend_id: u32) -> Option<Backend> {
     // SAFETY: as in `service_of`.
-    BACKENDS.get_ptr(&backend_id).map(|value| unsafe { *value })
+    BACKENDS.get_ptr(backend_id).map(|value| unsafe { *value })
 }
 
 /// Picks the backend of a new flow from `client`: the affinity backend while it is valid, else
@@ -46,19 +46,16 @@ pub fn select(service: &ServiceValue, client: u32, now: u64) -> Option<(u32, Bac
         client_address: client,
     };
     let affinity = service.flags & SERVICE_FLAG_AFFINITY != 0;
-    if affinity {
-        if let Some(previous) = AFFINITY.get_ptr(&affinity_key) {
-            // SAFETY: as in `service_of`.
-            let previous = unsafe { *previous };
-            let timeout = u64::from(service.affinity_timeout_seconds) * NANOSECONDS_PER_SECOND;
-            if now.saturating_sub(previous.last_used_ns) <= timeout {
-                if let Some(chosen) = backend(previous.backend_id) {
-                    if chosen.flags & BACKEND_FLAG_TERMINATING == 0 {
-                        remember(&affinity_key, previous.backend_id, now);
-                        return Some((previous.backend_id, chosen));
-                    }
-                }
-            }
+    if affinity && let Some(previous) = AFFINITY.get_ptr(affinity_key) {
+        // SAFETY: as in `service_of`.
+        let previous = unsafe { *previous };
+        let timeout = u64::from(service.affinity_timeout_seconds) * NANOSECONDS_PER_SECOND;
+        if now.saturating_sub(previous.last_used_ns) <= timeout
+            && let Some(chosen) = backend(previous.backend_id)
+            && chosen.flags & BACKEND_FLAG_TERMINATING == 0
+        {
+            remember(&affinity_key, previous.backend_id, now);
+            return Some((previous.backend_id, chosen));
         }
     }
     if service.backend_count == 0 {
@@ -73,7 +70,7 @@ pub fn select(service: &ServiceValue, client: u32, now: u64) -> Option<(u32, Bac
         slot: (random % u32::from(service.backend_count)) as u16,
     };
     // SAFETY: as in `service_of`.
-    let backend_id = BACKEND_SLOTS.get_ptr(&slot).map(|id| unsafe { *id })?;
+    let backend_id = BACKEND_SLOTS.get_ptr(slot).map(|id| unsafe { *id })?;
     let chosen = backend(backend_id)?;
     if affinity {
         remember(&affinity_key, backend_id, now);
@@ -89,5 +86,5 @@ fn remember(key: &AffinityKey, backend_id: u32, now: u64) {
         padding: 0,
     };
     // An LRU map evicts instead of failing; a failed update only costs stickiness.
-    let _ = AFFINITY.insert(key, &value, 0);
+    let _ = AFFINITY.insert(key, value, 0);
 }

@@ -99,30 +99,31 @@ mod program {
         let now = conntrack::now_ns();
         let bytes = u64::from(ctx.len());
         // An existing flow keeps its backend while the entry is live and the backend exists.
-        if let Some(entry) = CONNTRACK.get_ptr_mut(&conntrack::forward_key(flow)) {
+        if let Some(entry) = CONNTRACK.get_ptr_mut(conntrack::forward_key(flow)) {
             // SAFETY: the pointer comes from a successful lookup; the value is copied at once.
             let current = unsafe { *entry };
             let config = conntrack::config();
             let reopened = flow.protocol == IPPROTO_TCP
                 && tcp_reopens(TcpState::from_byte(current.state), flow.tcp_flags);
-            if !reopened && !conntrack::is_expired(&current, &config, now) {
-                if let Some(backend) = lb::backend(current.backend_id) {
-                    if backend.address == current.nat_address && backend.port == current.nat_port {
-                        // SAFETY: see above; only this flow's packets write these fields.
-                        unsafe {
-                            (*entry).last_seen_ns = now;
-                            (*entry).state = conntrack::advance(flow, current.state, false);
-                        }
-                        count_flow(current.service_id, current.backend_id, bytes, false);
-                        return translate(
-                            ctx,
-                            flow,
-                            Side::Destination,
-                            current.nat_address,
-                            current.nat_port,
-                        );
-                    }
+            if !reopened
+                && !conntrack::is_expired(&current, &config, now)
+                && let Some(backend) = lb::backend(current.backend_id)
+                && backend.address == current.nat_address
+                && backend.port == current.nat_port
+            {
+                // SAFETY: see above; only this flow's packets write these fields.
+                unsafe {
+                    (*entry).last_seen_ns = now;
+                    (*entry).state = conntrack::advance(flow, current.state, false);
                 }
+                count_flow(current.service_id, current.backend_id, bytes, false);
+                return translate(
+                    ctx,
+                    flow,
+                    Side::Destination,
+                    current.nat_address,
+                    current.nat_port,
+                );
             }
             // Expired, reopened, or its backend is gone: balance it afresh below.
         }
@@ -140,7 +141,12 @@ mod program {
             }
             // No endpoint at all: reject at once, as kube-proxy does.
             count_drop(DropReason::NoEndpoints, bytes);
-            return reject::icmp_port_unreachable(ctx, flow).unwrap_or(TC_ACT_SHOT as i32);
+            let answer = if flow.protocol == IPPROTO_TCP {
+                reject::tcp_reset(ctx, flow)
+            } else {
+                reject::icmp_port_unreachable(ctx, flow)
+            };
+            return answer.unwrap_or(TC_ACT_SHOT);
         };
         if conntrack::record(flow, service.service_id, backend_id, &backend, now).is_err() {
             count_drop(DropReason::ConntrackFull, bytes);
@@ -152,7 +158,7 @@ mod program {
 
     #[inline(always)]
     fn to_pod(ctx: &TcContext, flow: &Ipv4Flow) -> i32 {
-        let Some(entry) = CONNTRACK.get_ptr_mut(&conntrack::reply_key(flow)) else {
+        let Some(entry) = CONNTRACK.get_ptr_mut(conntrack::reply_key(flow)) else {
             return TC_ACT_OK;
         };
         // SAFETY: the pointer comes from a successful lookup; the value is copied at once.

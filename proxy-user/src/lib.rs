@@ -5,10 +5,13 @@
 //! (issue #3) will live beside these modules; none of them knows about Kubernetes.
 
 pub mod attach;
+pub mod daemon;
 pub mod links;
 pub mod maps;
+pub mod metrics;
 pub mod programs;
 pub mod source;
 pub mod stats;
+pub mod status;
 pub mod sync;
 pub mod translate;

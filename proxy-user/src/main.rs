@@ -1,14 +1,28 @@
 //! skiff-proxy: Skiff's eBPF service dataplane (replaces kube-proxy).
 //!
-//! Today it can only load its embedded BPF programs through the verifier (`skiff-proxy verify`).
-//! `run` and `status` (service load balancing, issue #3) say they are not built yet and exit
-//! non-zero.
+//! `run` programs the dataplane from a source of Services and EndpointSlices and keeps it in sync;
+//! `status` prints what the pinned maps hold; `verify` loads every program through the verifier.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use skiff_proxy::programs::{DEFAULT_PIN_DIRECTORY, LoadOptions, LoadedObject, ProgramObject};
+use clap::{Args, Parser, Subcommand};
+use proxy_common::ProxyConfig;
+use skiff_proxy::{
+    daemon::{self, RunOptions},
+    maps::DataplaneMaps,
+    programs::{
+        DEFAULT_PIN_DIRECTORY, LoadOptions, LoadedObject, MapSizes, ProgramObject, is_on_bpffs,
+    },
+    source::SourceSpec,
+    status,
+};
 
-/// Skiff's eBPF service dataplane: ClusterIP, NodePort and external IPs in XDP and TC programs.
+/// Skiff's eBPF service dataplane: ClusterIP load balancing in TC programs, BPF conntrack.
 #[derive(Parser, Debug)]
 #[command(name = "skiff-proxy", version, about, long_about = None)]
 struct Cli {
@@ -18,22 +32,138 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Program the dataplane from Services and EndpointSlices and keep it in sync.
+    Run(RunArgs),
+    /// Print services, backends and conntrack entries from the pinned maps.
+    Status {
+        /// bpffs directory holding the dataplane's pinned maps.
+        #[arg(long, default_value = DEFAULT_PIN_DIRECTORY)]
+        bpffs: PathBuf,
+        /// At most this many conntrack entries are listed.
+        #[arg(long, default_value_t = 50)]
+        conntrack_limit: usize,
+    },
     /// Load every embedded BPF program into the kernel (through the verifier) and unload it again.
     Verify,
-    /// Program the dataplane from Services and EndpointSlices (not built yet).
-    Run,
-    /// Print services, backends and conntrack entries (not built yet).
-    Status,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Where Services and EndpointSlices come from: `file:PATH` (multi-document YAML, reloaded on
+    /// change).
+    #[arg(long)]
+    source: SourceSpec,
+    /// This node's name (`internalTrafficPolicy: Local` keeps endpoints whose nodeName is this).
+    #[arg(long)]
+    node_name: String,
+    /// A pod interface (host-side veth) to attach to; repeatable.
+    #[arg(long = "interface")]
+    interfaces: Vec<String>,
+    /// Attach to every existing and future interface whose name starts with this.
+    #[arg(long)]
+    interface_prefix: Option<String>,
+    /// bpffs directory for pinned maps and links (kept across restarts).
+    #[arg(long, default_value = DEFAULT_PIN_DIRECTORY)]
+    bpffs: PathBuf,
+    /// Serve Prometheus metrics on this address (`GET /metrics`).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Capacity of the service frontend map (and highest service id).
+    #[arg(long, default_value_t = MapSizes::default().services)]
+    max_services: u32,
+    /// Capacity of the backend map (and highest backend id).
+    #[arg(long, default_value_t = MapSizes::default().backends)]
+    max_backends: u32,
+    /// Capacity of the backend slot map (sum of ready backends over all frontends).
+    #[arg(long, default_value_t = MapSizes::default().backend_slots)]
+    max_backend_slots: u32,
+    /// Capacity of the conntrack map (two entries per flow; least recently used are evicted).
+    #[arg(long, default_value_t = MapSizes::default().conntrack)]
+    conntrack_max: u32,
+    /// Capacity of the ClientIP session affinity map.
+    #[arg(long, default_value_t = MapSizes::default().affinity)]
+    max_affinity: u32,
+    /// Idle timeout of established TCP flows, seconds (kube-proxy's conntrack.tcpEstablishedTimeout).
+    #[arg(long, default_value_t = ProxyConfig::default().tcp_established_timeout_seconds)]
+    conntrack_tcp_timeout_established: u32,
+    /// Idle timeout of UDP flows without replies, seconds (nf_conntrack_udp_timeout).
+    #[arg(long, default_value_t = ProxyConfig::default().udp_timeout_seconds)]
+    conntrack_udp_timeout: u32,
+    /// Idle timeout of UDP flows with replies, seconds (nf_conntrack_udp_timeout_stream).
+    #[arg(long, default_value_t = ProxyConfig::default().udp_stream_timeout_seconds)]
+    conntrack_udp_timeout_stream: u32,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::Status {
+            bpffs,
+            conntrack_limit,
+        } => {
+            let maps = DataplaneMaps::open(&bpffs)?;
+            print!("{}", status::services_table(&maps.read_state()?));
+            println!();
+            print!("{}", status::conntrack_table(&maps, conntrack_limit));
+            Ok(())
+        }
         Command::Verify => verify(),
-        Command::Run | Command::Status => anyhow::bail!(
-            "service load balancing is not built yet (tracked in issue #3); \
-             only `skiff-proxy verify` works today"
-        ),
     }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let bpffs_parent = args.bpffs.parent().unwrap_or(&args.bpffs);
+    anyhow::ensure!(
+        is_on_bpffs(bpffs_parent),
+        "--bpffs {}: {} is not on a bpffs mount (mount one with `mount -t bpf bpf /sys/fs/bpf`)",
+        args.bpffs.display(),
+        bpffs_parent.display()
+    );
+    if args.interfaces.is_empty() && args.interface_prefix.is_none() {
+        tracing::warn!("no --interface or --interface-prefix: no pod traffic will be balanced");
+    }
+    let defaults = ProxyConfig::default();
+    let options = RunOptions {
+        source: args.source,
+        node_name: args.node_name,
+        interfaces: args.interfaces,
+        interface_prefix: args.interface_prefix,
+        pin_directory: args.bpffs,
+        metrics_address: args.metrics_addr,
+        map_sizes: MapSizes {
+            services: args.max_services,
+            backends: args.max_backends,
+            backend_slots: args.max_backend_slots,
+            conntrack: args.conntrack_max,
+            affinity: args.max_affinity,
+        },
+        config: ProxyConfig {
+            tcp_established_timeout_seconds: args.conntrack_tcp_timeout_established,
+            udp_timeout_seconds: args.conntrack_udp_timeout,
+            udp_stream_timeout_seconds: args.conntrack_udp_timeout_stream,
+            ..defaults
+        },
+    };
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(signal, request_stop as *const () as libc::sighandler_t);
+        }
+    }
+    daemon::run(&options, &STOP).context("skiff-proxy run")
 }
 
 fn verify() -> anyhow::Result<()> {

@@ -472,16 +472,62 @@ fn port_unreachable_for(frame: &[u8]) -> Vec<u8> {
     )
 }
 
+/// The RST RFC 793 prescribes for a segment (from the VIP back to the client).
+fn reset(sequence: u32, acknowledgement: u32, flags: u8) -> Vec<u8> {
+    let mut ip = Ipv4::new(VIP, CLIENT, packet::IPPROTO_TCP);
+    ip.id = 0;
+    let segment = packet::TcpSegment {
+        source_port: SERVICE_PORT,
+        destination_port: 40_001,
+        sequence,
+        acknowledgement,
+        flags,
+        window: 0,
+        payload: b"",
+    };
+    packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::SERVER_MAC,
+        packet::ETH_P_IP,
+        &ip.packet(&segment.build(VIP, CLIENT)),
+    )
+}
+
 #[test]
-fn tcp_syn_to_a_service_without_endpoints_is_answered_with_port_unreachable() {
+fn tcp_syn_to_a_service_without_endpoints_is_answered_with_a_reset() {
     require_privileges!();
     let mut dataplane = dataplane();
     dataplane.install(IPPROTO_TCP, &[], &[], 0);
     let syn = tcp_frame((CLIENT, 40_001), (VIP, SERVICE_PORT), tcp_flags::SYN);
     let (verdict, answer) = dataplane.run(ProgramName::TcFromPod, &syn);
     assert_eq!(verdict, TC_ACT_REDIRECT, "sent back into the pod");
-    assert_eq!(answer, port_unreachable_for(&syn));
+    // The SYN had sequence 1000 and no ACK: the reset acknowledges 1001.
+    assert_eq!(answer, reset(0, 1001, tcp_flags::RST | tcp_flags::ACK));
     assert_eq!(dataplane.drops(DropReason::NoEndpoints), 1);
+}
+
+#[test]
+fn tcp_segment_with_ack_to_a_service_without_endpoints_is_reset_at_its_ack() {
+    require_privileges!();
+    let mut dataplane = dataplane();
+    dataplane.install(IPPROTO_TCP, &[], &[], 0);
+    let data = {
+        let ip = Ipv4::new(CLIENT, VIP, packet::IPPROTO_TCP);
+        packet::ipv4_frame(
+            &ip,
+            &packet::tcp_v4(
+                CLIENT,
+                VIP,
+                40_001,
+                SERVICE_PORT,
+                tcp_flags::ACK | tcp_flags::PSH,
+                b"GET /",
+            ),
+        )
+    };
+    let (verdict, answer) = dataplane.run(ProgramName::TcFromPod, &data);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(answer, reset(2000, 0, tcp_flags::RST));
 }
 
 #[test]

@@ -129,7 +129,40 @@ impl Ipv4 {
     }
 }
 
-/// A TCP segment with a valid checksum over the IPv4 pseudo header.
+/// A TCP segment's fields (no options).
+#[derive(Clone, Debug)]
+pub struct TcpSegment<'a> {
+    pub source_port: u16,
+    pub destination_port: u16,
+    pub sequence: u32,
+    pub acknowledgement: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub payload: &'a [u8],
+}
+
+impl TcpSegment<'_> {
+    /// The segment bytes with a valid checksum over the IPv4 pseudo header.
+    pub fn build(&self, source: Ipv4Addr, destination: Ipv4Addr) -> Vec<u8> {
+        let mut segment = Vec::with_capacity(20 + self.payload.len());
+        segment.extend_from_slice(&self.source_port.to_be_bytes());
+        segment.extend_from_slice(&self.destination_port.to_be_bytes());
+        segment.extend_from_slice(&self.sequence.to_be_bytes());
+        segment.extend_from_slice(&self.acknowledgement.to_be_bytes());
+        segment.push(5 << 4); // data offset: 5 words, no options
+        segment.push(self.flags);
+        segment.extend_from_slice(&self.window.to_be_bytes());
+        segment.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+        segment.extend_from_slice(self.payload);
+        let sum = pseudo_header_sum_v4(source, destination, IPPROTO_TCP, segment.len());
+        let check = internet_checksum(sum, &segment);
+        segment[16..18].copy_from_slice(&check.to_be_bytes());
+        segment
+    }
+}
+
+/// A TCP segment with a valid checksum over the IPv4 pseudo header: sequence number 1000,
+/// acknowledgement 2000 when ACK is set (else 0), window 64240.
 pub fn tcp_v4(
     source: Ipv4Addr,
     destination: Ipv4Addr,
@@ -138,27 +171,16 @@ pub fn tcp_v4(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut segment = Vec::with_capacity(20 + payload.len());
-    segment.extend_from_slice(&source_port.to_be_bytes());
-    segment.extend_from_slice(&destination_port.to_be_bytes());
-    segment.extend_from_slice(&1000u32.to_be_bytes()); // sequence number
-    segment.extend_from_slice(
-        &(if flags & tcp_flags::ACK != 0 {
-            2000u32
-        } else {
-            0
-        })
-        .to_be_bytes(),
-    );
-    segment.push(5 << 4); // data offset: 5 words, no options
-    segment.push(flags);
-    segment.extend_from_slice(&64240u16.to_be_bytes()); // window
-    segment.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
-    segment.extend_from_slice(payload);
-    let sum = pseudo_header_sum_v4(source, destination, IPPROTO_TCP, segment.len());
-    let check = internet_checksum(sum, &segment);
-    segment[16..18].copy_from_slice(&check.to_be_bytes());
-    segment
+    TcpSegment {
+        source_port,
+        destination_port,
+        sequence: 1000,
+        acknowledgement: if flags & tcp_flags::ACK != 0 { 2000 } else { 0 },
+        flags,
+        window: 64240,
+        payload,
+    }
+    .build(source, destination)
 }
 
 /// A UDP datagram with a valid checksum over the IPv4 pseudo header.

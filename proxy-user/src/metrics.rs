@@ -1,0 +1,224 @@
+//! Prometheus metrics on `--metrics-addr`: per-service and per-backend packet, byte and new-flow
+//! counters and drop-reason counters, summed over the per-CPU statistics maps at scrape time.
+//!
+//! Owns the text exposition format and the tiny HTTP endpoint serving it (`GET /metrics`). Reads
+//! maps only; never writes them.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aya::maps::{MapData, PerCpuArray};
+use proxy_common::{DropReason, FlowCounter, PacketCounter};
+use tracing::warn;
+
+use crate::{
+    maps::DataplaneMaps,
+    sync::{DataplaneState, service_key},
+    translate::Desired,
+};
+
+/// Labels of a service frontend, by service id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceLabels {
+    pub namespace: String,
+    pub name: String,
+    pub port: String,
+    /// `VIP:port/PROTOCOL`.
+    pub frontend: String,
+}
+
+pub type ServiceNames = BTreeMap<u32, ServiceLabels>;
+
+/// The labels of every frontend of `desired`, keyed by the service id `state` gave it.
+pub fn service_names(desired: &Desired, state: &DataplaneState) -> ServiceNames {
+    desired
+        .frontends
+        .iter()
+        .filter_map(|(frontend, wanted)| {
+            let value = state.services.get(&service_key(frontend))?;
+            let labels = ServiceLabels {
+                namespace: wanted.service.namespace.clone(),
+                name: wanted.service.name.clone(),
+                port: wanted.service.port.clone(),
+                frontend: format!(
+                    "{}:{}/{}",
+                    frontend.address,
+                    frontend.port,
+                    frontend.protocol.name()
+                ),
+            };
+            Some((value.service_id, labels))
+        })
+        .collect()
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn flow_total(map: &PerCpuArray<MapData, FlowCounter>, index: u32) -> FlowCounter {
+    map.get(&index, 0)
+        .map(|values| {
+            values
+                .iter()
+                .fold(FlowCounter::default(), |total, value| total.add(*value))
+        })
+        .unwrap_or_default()
+}
+
+fn packet_total(map: &PerCpuArray<MapData, PacketCounter>, index: u32) -> PacketCounter {
+    map.get(&index, 0)
+        .map(|values| {
+            values
+                .iter()
+                .fold(PacketCounter::default(), |total, value| total.add(*value))
+        })
+        .unwrap_or_default()
+}
+
+/// The exposition text for the current map contents.
+pub fn render(maps: &DataplaneMaps, names: &ServiceNames) -> String {
+    let mut text = String::new();
+    let families = [
+        (
+            "skiff_proxy_service_packets_total",
+            "Packets of balanced flows of a service frontend, both directions.",
+        ),
+        (
+            "skiff_proxy_service_bytes_total",
+            "Bytes of balanced flows of a service frontend, both directions.",
+        ),
+        (
+            "skiff_proxy_service_new_flows_total",
+            "New connections (TCP) or flows (UDP) balanced for a service frontend.",
+        ),
+    ];
+    let service_counters: Vec<(&ServiceLabels, FlowCounter)> = names
+        .iter()
+        .map(|(id, labels)| (labels, flow_total(&maps.service_stats, *id)))
+        .collect();
+    for (index, (family, help)) in families.iter().enumerate() {
+        let _ = writeln!(text, "# HELP {family} {help}\n# TYPE {family} counter");
+        for (labels, counter) in &service_counters {
+            let value = [counter.packets, counter.bytes, counter.new_flows][index];
+            let _ = writeln!(
+                text,
+                "{family}{{namespace=\"{}\",service=\"{}\",port=\"{}\",frontend=\"{}\"}} {value}",
+                escape(&labels.namespace),
+                escape(&labels.name),
+                escape(&labels.port),
+                escape(&labels.frontend)
+            );
+        }
+    }
+    let backends: Vec<(u32, String)> = maps
+        .backends
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(id, backend)| {
+            let address = std::net::Ipv4Addr::from(backend.address.to_ne_bytes());
+            (id, format!("{address}:{}", u16::from_be(backend.port)))
+        })
+        .collect();
+    let families = [
+        (
+            "skiff_proxy_backend_packets_total",
+            "Packets of balanced flows of a backend, both directions.",
+        ),
+        (
+            "skiff_proxy_backend_bytes_total",
+            "Bytes of balanced flows of a backend, both directions.",
+        ),
+        (
+            "skiff_proxy_backend_new_flows_total",
+            "New connections or flows balanced to a backend.",
+        ),
+    ];
+    for (index, (family, help)) in families.iter().enumerate() {
+        let _ = writeln!(text, "# HELP {family} {help}\n# TYPE {family} counter");
+        for (id, backend) in &backends {
+            let counter = flow_total(&maps.backend_stats, *id);
+            let value = [counter.packets, counter.bytes, counter.new_flows][index];
+            let _ = writeln!(text, "{family}{{backend=\"{backend}\"}} {value}");
+        }
+    }
+    let _ = writeln!(
+        text,
+        "# HELP skiff_proxy_drops_total Packets dropped or rejected by the dataplane, by reason.\n\
+         # TYPE skiff_proxy_drops_total counter"
+    );
+    for reason in DropReason::ALL {
+        let counter = packet_total(&maps.drop_stats, reason.index());
+        let _ = writeln!(
+            text,
+            "skiff_proxy_drops_total{{reason=\"{}\"}} {}",
+            reason.name(),
+            counter.packets
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP skiff_proxy_services Service frontends in the dataplane.\n# TYPE skiff_proxy_services gauge\n\
+         skiff_proxy_services {}\n\
+         # HELP skiff_proxy_backends Backends in the dataplane.\n# TYPE skiff_proxy_backends gauge\n\
+         skiff_proxy_backends {}",
+        names.len(),
+        backends.len()
+    );
+    text
+}
+
+/// Serves `GET /metrics` on `address` from a background thread.
+pub fn serve(
+    address: SocketAddr,
+    pin_directory: PathBuf,
+    names: Arc<Mutex<ServiceNames>>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address)?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if let Err(error) = answer(stream, &pin_directory, &names) {
+                warn!(%error, "metrics request failed");
+            }
+        }
+    });
+    Ok(())
+}
+
+fn answer(
+    stream: TcpStream,
+    pin_directory: &std::path::Path,
+    names: &Mutex<ServiceNames>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request_line = String::new();
+    BufReader::new(&stream).read_line(&mut request_line)?;
+    let mut stream = stream;
+    let path = request_line.split_whitespace().nth(1).unwrap_or("");
+    let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+        match DataplaneMaps::open(pin_directory) {
+            Ok(maps) => {
+                let names = names.lock().map(|names| names.clone()).unwrap_or_default();
+                ("200 OK", render(&maps, &names))
+            }
+            Err(error) => ("503 Service Unavailable", format!("{error}\n")),
+        }
+    } else {
+        ("404 Not Found", "only /metrics is served here\n".to_owned())
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
