@@ -161,6 +161,8 @@ impl Cluster {
             .arg("--bpffs")
             .arg(self.pins.path())
             .args(["--conntrack-max", "65536"])
+            .arg("--metrics-addr")
+            .arg(self.metrics_address().to_string())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -179,6 +181,11 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Where skiff-proxy serves metrics (inside the node namespace).
+    pub fn metrics_address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 10249))
     }
 
     pub fn proxy_log(&self) -> String {

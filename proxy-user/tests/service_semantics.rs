@@ -1,0 +1,151 @@
+//! Service semantics with real traffic, one behaviour per test: ClientIP session affinity (and its
+//! expiry), internalTrafficPolicy Local, terminating endpoints, metrics.
+
+mod common;
+
+use std::{collections::BTreeSet, io::Read as _, net::Ipv4Addr, time::Duration};
+
+use common::{Backend, Cluster, NODE_NAME, ServiceSpec, ask};
+use skiff_tests::require_privileges;
+
+fn backends() -> Vec<Backend> {
+    vec![
+        Backend::ready("web-0", Ipv4Addr::new(10, 250, 2, 2)),
+        Backend::ready("web-1", Ipv4Addr::new(10, 250, 2, 3)),
+        Backend::ready("web-2", Ipv4Addr::new(10, 250, 2, 4)),
+    ]
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_one_backend_until_the_timeout() {
+    require_privileges!("ip");
+    let spec = ServiceSpec {
+        extra: "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}\n".to_owned(),
+    };
+    let cluster = Cluster::new("affinity", &backends(), &spec);
+    cluster.wait_until_serving();
+    let first = cluster.tcp_name().expect("a name");
+    for _ in 0..100 {
+        assert_eq!(cluster.tcp_name().expect("a name"), first, "affinity broke");
+    }
+    // After the timeout, new connections are balanced afresh: with three backends, twenty
+    // rounds of (timeout + one connection) all landing on the same backend would be chance
+    // of (1/3)^20.
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(2100));
+        seen.insert(cluster.tcp_name().expect("a name"));
+        if seen.len() > 1 {
+            return;
+        }
+    }
+    panic!("the affinity never expired: always {seen:?}");
+}
+
+#[test]
+fn internal_traffic_policy_local_uses_only_endpoints_on_this_node() {
+    require_privileges!("ip");
+    let mut backends = backends();
+    backends[1].node_name = "node-b".to_owned();
+    backends[2].node_name = "node-b".to_owned();
+    let spec = ServiceSpec {
+        extra: "  internalTrafficPolicy: Local\n".to_owned(),
+    };
+    let cluster = Cluster::new("itp-local", &backends, &spec);
+    cluster.wait_until_serving();
+    for _ in 0..100 {
+        assert_eq!(
+            cluster.tcp_name().expect("a name"),
+            "web-0",
+            "only web-0 runs on {NODE_NAME}"
+        );
+    }
+    // With no local endpoint left, traffic is dropped (as upstream), not sent to other nodes.
+    cluster.publish(&spec, &[&backends[1], &backends[2]]);
+    std::thread::sleep(Duration::from_millis(300));
+    let error = cluster.tcp_connect().expect_err("no local endpoint");
+    assert_eq!(
+        error.kind(),
+        std::io::ErrorKind::TimedOut,
+        "dropped, not rejected: {error}"
+    );
+}
+
+#[test]
+fn terminating_endpoint_keeps_its_connection_but_gets_no_new_ones() {
+    require_privileges!("ip");
+    let mut backends = backends();
+    let spec = ServiceSpec::default();
+    let cluster = Cluster::new("terminating", &backends, &spec);
+    cluster.wait_until_serving();
+    let (connection, name) = loop {
+        let stream = cluster.tcp_connect().expect("connect");
+        let name = ask(&stream).expect("a name");
+        if name == "web-2" {
+            break (stream, name);
+        }
+    };
+    backends[2].ready = false;
+    backends[2].terminating = true;
+    cluster.publish(&spec, &[&backends[0], &backends[1], &backends[2]]);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..100 {
+        assert_ne!(
+            cluster.tcp_name().expect("a name"),
+            "web-2",
+            "a terminating endpoint got a new connection"
+        );
+    }
+    assert_eq!(
+        ask(&connection).expect("the existing connection still works"),
+        name
+    );
+}
+
+#[test]
+fn metrics_count_flows_per_service_and_backend() {
+    require_privileges!("ip");
+    let cluster = Cluster::new("metrics", &backends(), &ServiceSpec::default());
+    cluster.wait_until_serving();
+    for _ in 0..30 {
+        cluster.tcp_name().expect("a name");
+    }
+    let address = cluster.metrics_address();
+    let body = cluster
+        .node
+        .netns
+        .run(|| -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect(address)?;
+            std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut body = String::new();
+            stream.read_to_string(&mut body)?;
+            Ok(body)
+        })
+        .expect("enter node")
+        .expect("scrape /metrics");
+    let new_flows: u64 = body
+        .lines()
+        .filter(|line| {
+            line.starts_with("skiff_proxy_service_new_flows_total{")
+                && line.contains("port=\"tcp\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        new_flows >= 30,
+        "per-service new flows counted ({new_flows}):\n{body}"
+    );
+    let backend_flows: u64 = body
+        .lines()
+        .filter(|line| line.starts_with("skiff_proxy_backend_new_flows_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        backend_flows, new_flows,
+        "backend counters add up to the service's:\n{body}"
+    );
+    assert!(
+        body.contains("skiff_proxy_drops_total{reason=\"no_endpoints\"} 0"),
+        "{body}"
+    );
+}
