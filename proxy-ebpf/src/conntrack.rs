@@ -7,9 +7,9 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use proxy_common::{
-    Backend, CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_SEEN_REPLY,
-    ConntrackKey, ConntrackValue, IPPROTO_TCP, PROXY_CONFIG_FLAG_WRITTEN, ProxyConfig, TcpState,
-    tcp_next_state,
+    Backend, CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_HAIRPIN,
+    CONNTRACK_FLAG_SEEN_REPLY, ConntrackKey, ConntrackValue, IPPROTO_TCP,
+    PROXY_CONFIG_FLAG_WRITTEN, ProxyConfig, TcpState, tcp_next_state,
 };
 
 use crate::{maps::CONFIG, maps::CONNTRACK, parse::Ipv4Flow};
@@ -54,11 +54,17 @@ pub fn reply_key(flow: &Ipv4Flow) -> ConntrackKey {
     }
 }
 
-/// The forward key of the flow a reply belongs to (client → VIP).
+/// The forward key of the flow a reply belongs to (client → VIP). A hairpin reply is addressed
+/// to the VIP; its client is the pod that sends it.
 #[inline(always)]
 pub fn forward_key_of_reply(flow: &Ipv4Flow, reply: &ConntrackValue) -> ConntrackKey {
+    let client = if reply.flags & CONNTRACK_FLAG_HAIRPIN != 0 {
+        flow.source
+    } else {
+        flow.destination
+    };
     ConntrackKey {
-        source_address: flow.destination,
+        source_address: client,
         destination_address: reply.nat_address,
         source_port: flow.destination_port,
         destination_port: reply.nat_port,
@@ -95,6 +101,8 @@ pub fn record(
     now: u64,
 ) -> Result<(), i32> {
     let state = advance(flow, TcpState::None as u8, false);
+    let hairpin = backend.address == flow.source;
+    let flags = if hairpin { CONNTRACK_FLAG_HAIRPIN } else { 0 };
     let forward = ConntrackValue {
         last_seen_ns: now,
         created_ns: now,
@@ -103,12 +111,17 @@ pub fn record(
         nat_address: backend.address,
         nat_port: backend.port,
         state,
-        flags: 0,
+        flags,
     };
     CONNTRACK.insert(forward_key(flow), forward, 0)?;
+    // Replies go to the client, or for a hairpin flow to the VIP the client was rewritten to.
     let reply_key = ConntrackKey {
         source_address: backend.address,
-        destination_address: flow.source,
+        destination_address: if hairpin {
+            flow.destination
+        } else {
+            flow.source
+        },
         source_port: backend.port,
         destination_port: flow.source_port,
         protocol: flow.protocol,

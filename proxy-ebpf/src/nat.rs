@@ -7,6 +7,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     cty::c_long,
+    helpers::bpf_redirect,
     programs::TcContext,
 };
 
@@ -78,4 +79,20 @@ pub fn rewrite(
         ctx.store(port_offset, &port, 0)?;
     }
     Ok(())
+}
+
+/// Swaps the Ethernet addresses and sends the packet back out of the interface it arrived on:
+/// from a pod's host-side veth ingress straight back into the same pod, without routing.
+/// Returns the TC verdict (`TC_ACT_REDIRECT`).
+#[inline(always)]
+pub fn bounce(ctx: &TcContext) -> Result<i32, c_long> {
+    let macs: [u8; 12] = ctx.load(0)?;
+    let mut ethernet = [0u8; 12];
+    ethernet[..6].copy_from_slice(&macs[6..12]);
+    ethernet[6..].copy_from_slice(&macs[..6]);
+    ctx.store(0, &ethernet, 0)?;
+    // SAFETY: reading a field of the context the kernel passed to this program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: a plain helper call; the skb's own interface is a valid target.
+    Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
 }

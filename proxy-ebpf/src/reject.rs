@@ -11,11 +11,14 @@
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
     cty::c_long,
-    helpers::{bpf_redirect, bpf_skb_change_tail},
+    helpers::bpf_skb_change_tail,
     programs::TcContext,
 };
 
-use crate::parse::{ETH_HEADER_LEN, Ipv4Flow};
+use crate::{
+    nat,
+    parse::{ETH_HEADER_LEN, Ipv4Flow},
+};
 
 /// The original IPv4 header (no options) and the first 8 bytes of its payload, as RFC 792 quotes.
 const QUOTE_LEN: usize = 28;
@@ -77,19 +80,6 @@ fn ipv4_header(
     ip
 }
 
-/// Swaps the Ethernet addresses and sends the packet back out of the interface it arrived on.
-#[inline(always)]
-fn bounce(ctx: &TcContext, macs: &[u8; 12]) -> Result<i32, c_long> {
-    let mut ethernet = [0u8; 12];
-    ethernet[..6].copy_from_slice(&macs[6..12]);
-    ethernet[6..].copy_from_slice(&macs[..6]);
-    ctx.store(0, &ethernet, 0)?;
-    // SAFETY: reading a field of the context the kernel passed to this program.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: a plain helper call; the skb's own interface is a valid target.
-    Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
-}
-
 /// Rewrites the TCP segment of `flow` into the reset RFC 793 prescribes for it (from the VIP to
 /// the client) and sends it back out of the interface it arrived on. Returns the TC verdict.
 #[inline(always)]
@@ -99,7 +89,6 @@ pub fn tcp_reset(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, c_long> {
     }
     let ip: [u8; IPV4_HEADER_LEN] = ctx.load(flow.l3)?;
     let tcp: [u8; TCP_HEADER_LEN] = ctx.load(flow.l4)?;
-    let macs: [u8; 12] = ctx.load(0)?;
     let total_len = u32::from(u16::from_be_bytes([ip[2], ip[3]]));
     let data_offset = u32::from(tcp[12] >> 4) * 4;
     let flags = tcp[13];
@@ -155,7 +144,7 @@ pub fn tcp_reset(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, c_long> {
     reset[16..18].copy_from_slice(&check.to_be_bytes());
     ctx.store(ETH_HEADER_LEN, &ip, 0)?;
     ctx.store(ETH_HEADER_LEN + IPV4_HEADER_LEN, &reset, 0)?;
-    bounce(ctx, &macs)
+    nat::bounce(ctx)
 }
 
 /// Rewrites the packet of `flow` into an ICMP port unreachable for its sender and redirects it
@@ -166,7 +155,6 @@ pub fn icmp_port_unreachable(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, c_
         return Ok(TC_ACT_SHOT);
     }
     let quote: [u8; QUOTE_LEN] = ctx.load(flow.l3)?;
-    let macs: [u8; 12] = ctx.load(0)?;
     // Keep Ethernet + quote, then open room for the new IPv4 and ICMP headers after Ethernet.
     // SAFETY: the helper only reads the skb pointer the kernel passed to this program.
     let trimmed =
@@ -196,5 +184,5 @@ pub fn icmp_port_unreachable(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, c_
     icmp[2..4].copy_from_slice(&icmp_check.to_be_bytes());
     ctx.store(ETH_HEADER_LEN, &ip, 0)?;
     ctx.store(ETH_HEADER_LEN + IPV4_HEADER_LEN, &icmp, 0)?;
-    bounce(ctx, &macs)
+    nat::bounce(ctx)
 }

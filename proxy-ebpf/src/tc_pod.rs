@@ -18,7 +18,8 @@ mod program {
         programs::TcContext,
     };
     use proxy_common::{
-        CONNTRACK_FLAG_SEEN_REPLY, DropReason, SERVICE_FLAG_DROP_WHEN_EMPTY, TcpState, tcp_reopens,
+        CONNTRACK_FLAG_HAIRPIN, CONNTRACK_FLAG_SEEN_REPLY, DropReason,
+        SERVICE_FLAG_DROP_WHEN_EMPTY, TcpState, tcp_reopens,
     };
     use proxy_ebpf::{
         conntrack, lb,
@@ -94,10 +95,61 @@ mod program {
         }
     }
 
+    /// Sends a hairpin packet back into the pod it left, rewritten to (`source` → `destination`).
+    #[inline(always)]
+    fn hairpin(
+        ctx: &TcContext,
+        flow: &Ipv4Flow,
+        source: (u32, u16),
+        destination: (u32, u16),
+    ) -> i32 {
+        let rewritten = nat::rewrite(ctx, flow, Side::Destination, destination.0, destination.1)
+            .and_then(|()| nat::rewrite(ctx, flow, Side::Source, source.0, source.1))
+            .and_then(|()| nat::bounce(ctx));
+        match rewritten {
+            Ok(verdict) => verdict,
+            Err(_) => {
+                count_drop(DropReason::RewriteFailed, u64::from(ctx.len()));
+                TC_ACT_SHOT
+            }
+        }
+    }
+
+    /// DNAT of a balanced packet towards `backend`; a hairpin flow is also source-NATed to the
+    /// VIP and sent straight back into the pod.
+    #[inline(always)]
+    fn forward(ctx: &TcContext, flow: &Ipv4Flow, flags: u8, backend: (u32, u16)) -> i32 {
+        if flags & CONNTRACK_FLAG_HAIRPIN != 0 {
+            return hairpin(ctx, flow, (flow.destination, flow.source_port), backend);
+        }
+        translate(ctx, flow, Side::Destination, backend.0, backend.1)
+    }
+
     #[inline(always)]
     fn from_pod(ctx: &TcContext, flow: &Ipv4Flow) -> i32 {
         let now = conntrack::now_ns();
         let bytes = u64::from(ctx.len());
+        // A pod answering a connection it made to itself through a service (hairpin): back to
+        // the pod, from the VIP.
+        if let Some(entry) = CONNTRACK.get_ptr_mut(conntrack::reply_key(flow)) {
+            // SAFETY: the pointer comes from a successful lookup; the value is copied at once.
+            let reply = unsafe { *entry };
+            if reply.flags & CONNTRACK_FLAG_HAIRPIN != 0 {
+                // SAFETY: see above.
+                unsafe {
+                    (*entry).last_seen_ns = now;
+                    (*entry).flags |= CONNTRACK_FLAG_SEEN_REPLY;
+                }
+                conntrack::touch_forward_from_reply(flow, &reply, now);
+                count_flow(reply.service_id, reply.backend_id, bytes, false);
+                return hairpin(
+                    ctx,
+                    flow,
+                    (reply.nat_address, reply.nat_port),
+                    (flow.source, flow.destination_port),
+                );
+            }
+        }
         // An existing flow keeps its backend while the entry is live and the backend exists.
         if let Some(entry) = CONNTRACK.get_ptr_mut(conntrack::forward_key(flow)) {
             // SAFETY: the pointer comes from a successful lookup; the value is copied at once.
@@ -117,12 +169,11 @@ mod program {
                     (*entry).state = conntrack::advance(flow, current.state, false);
                 }
                 count_flow(current.service_id, current.backend_id, bytes, false);
-                return translate(
+                return forward(
                     ctx,
                     flow,
-                    Side::Destination,
-                    current.nat_address,
-                    current.nat_port,
+                    current.flags,
+                    (current.nat_address, current.nat_port),
                 );
             }
             // Expired, reopened, or its backend is gone: balance it afresh below.
@@ -153,7 +204,12 @@ mod program {
             return TC_ACT_SHOT;
         }
         count_flow(service.service_id, backend_id, bytes, true);
-        translate(ctx, flow, Side::Destination, backend.address, backend.port)
+        let flags = if backend.address == flow.source {
+            CONNTRACK_FLAG_HAIRPIN
+        } else {
+            0
+        };
+        forward(ctx, flow, flags, (backend.address, backend.port))
     }
 
     #[inline(always)]

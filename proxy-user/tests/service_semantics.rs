@@ -149,3 +149,38 @@ fn metrics_count_flows_per_service_and_backend() {
         "{body}"
     );
 }
+
+#[test]
+fn a_pod_reaches_itself_through_its_own_service() {
+    require_privileges!("ip");
+    let backends = vec![Backend::ready("web-0", Ipv4Addr::new(10, 250, 3, 2))];
+    let cluster = Cluster::new("hairpin", &backends, &ServiceSpec::default());
+    cluster.wait_until_serving();
+    let pod = &cluster.node.pod("web-0").expect("backend pod").netns;
+    for _ in 0..20 {
+        let stream = pod
+            .run(|| {
+                std::net::TcpStream::connect_timeout(
+                    &(common::VIP, common::SERVICE_PORT).into(),
+                    Duration::from_secs(2),
+                )
+            })
+            .expect("enter pod")
+            .expect("hairpin connection");
+        assert_eq!(ask(&stream).expect("a name"), "web-0");
+    }
+    let socket = pod
+        .run(|| std::net::UdpSocket::bind(("10.250.3.2", 0)))
+        .expect("enter pod")
+        .expect("bind UDP");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let (name, from) = common::udp_ask(&socket).expect("hairpin UDP answer");
+    assert_eq!(name, "web-0");
+    assert_eq!(
+        from,
+        (common::VIP, common::SERVICE_PORT).into(),
+        "answered from the VIP"
+    );
+}

@@ -582,3 +582,62 @@ fn traffic_that_is_not_for_a_service_passes_unchanged() {
         }
     }
 }
+
+#[test]
+fn hairpin_connection_comes_back_into_the_pod_from_the_vip_both_ways() {
+    require_privileges!();
+    let mut dataplane = dataplane();
+    // The client pod is the service's only backend.
+    dataplane.install(IPPROTO_TCP, &[(CLIENT, READY)], &[1], 0);
+    let syn = tcp_frame((CLIENT, 40_000), (VIP, SERVICE_PORT), tcp_flags::SYN);
+    let (verdict, looped) = dataplane.run(ProgramName::TcFromPod, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "straight back into the pod");
+    let ip = Ipv4::new(VIP, CLIENT, packet::IPPROTO_TCP);
+    let expected = packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::SERVER_MAC,
+        packet::ETH_P_IP,
+        &ip.packet(&packet::tcp_v4(
+            VIP,
+            CLIENT,
+            40_000,
+            TARGET_PORT,
+            tcp_flags::SYN,
+            b"",
+        )),
+    );
+    assert_eq!(
+        looped, expected,
+        "DNAT to the pod itself and SNAT to the VIP"
+    );
+
+    // The pod answers the VIP; the answer goes back to the pod as coming from VIP:80.
+    let syn_ack = tcp_frame(
+        (CLIENT, TARGET_PORT),
+        (VIP, 40_000),
+        tcp_flags::SYN | tcp_flags::ACK,
+    );
+    let (verdict, answer) = dataplane.run(ProgramName::TcFromPod, &syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let ip = Ipv4::new(VIP, CLIENT, packet::IPPROTO_TCP);
+    let expected = packet::ethernet(
+        packet::CLIENT_MAC,
+        packet::SERVER_MAC,
+        packet::ETH_P_IP,
+        &ip.packet(&packet::tcp_v4(
+            VIP,
+            CLIENT,
+            SERVICE_PORT,
+            40_000,
+            tcp_flags::SYN | tcp_flags::ACK,
+            b"",
+        )),
+    );
+    assert_eq!(answer, expected);
+
+    // Later packets of the connection take the same way.
+    let ack = tcp_frame((CLIENT, 40_000), (VIP, SERVICE_PORT), tcp_flags::ACK);
+    let (verdict, looped) = dataplane.run(ProgramName::TcFromPod, &ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&looped[26..30], &VIP.octets(), "source is the VIP");
+}

@@ -86,6 +86,10 @@ impl TcpState {
 
 /// The entry has seen a packet in the reply direction (UDP: a stream, longer timeout).
 pub const CONNTRACK_FLAG_SEEN_REPLY: u8 = 1;
+/// Hairpin flow: a pod reached itself through a service. Its packets are also source-NATed to
+/// the VIP (a pod would drop a packet from its own address as a martian), and its replies leave
+/// and re-enter the same pod, so the reply entry is keyed by (backend, VIP).
+pub const CONNTRACK_FLAG_HAIRPIN: u8 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
