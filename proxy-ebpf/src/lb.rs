@@ -20,12 +20,17 @@ const NANOSECONDS_PER_SECOND: u64 = 1_000_000_000;
 /// The service frontend `flow` is addressed to, if any.
 #[inline(always)]
 pub fn service_of(flow: &Ipv4Flow) -> Option<ServiceValue> {
-    let key = ServiceKey {
+    service(&ServiceKey {
         address: flow.destination,
         port: flow.destination_port,
         protocol: flow.protocol,
         padding: 0,
-    };
+    })
+}
+
+/// The service frontend with this key, if any.
+#[inline(always)]
+pub fn service(key: &ServiceKey) -> Option<ServiceValue> {
     // SAFETY: the pointer comes from a successful lookup; the value is copied at once.
     SERVICES.get_ptr(key).map(|value| unsafe { *value })
 }

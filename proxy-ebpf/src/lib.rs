@@ -1,6 +1,6 @@
 //! Shared kernel-side logic for Skiff's BPF programs.
 //!
-//! Each attach point is one binary (`tc_pod`, `xdp_uplink`) that reads as a pipeline over the
+//! Each attach point is one binary (`tc_pod`, `sock`, `xdp_uplink`) that reads as a pipeline over the
 //! `#[inline(always)]` modules here. This crate owns packet parsing, conntrack, backend selection, NAT, statistics and
 //! the map definitions (`maps`, shared by every object); it must not know about attach points.
 //!
@@ -19,6 +19,8 @@ pub mod nat;
 pub mod parse;
 #[cfg(target_arch = "bpf")]
 pub mod reject;
+#[cfg(target_arch = "bpf")]
+pub mod socket;
 #[cfg(target_arch = "bpf")]
 pub mod stats;
 

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use proxy_common::{
     AffinityKey, AffinityValue, Backend, BackendSlotKey, ConntrackKey, ConntrackValue,
     DROP_REASON_COUNT, FlowCounter, PROTOCOL_CLASS_COUNT, PacketCounter, ProxyConfig, ServiceKey,
-    ServiceValue,
+    ServiceValue, SocketNatKey, SocketNatValue,
 };
 
 #[map]
@@ -46,3 +46,6 @@ pub static DROP_STATS: PerCpuArray<PacketCounter> = PerCpuArray::pinned(DROP_REA
 #[map]
 pub static PROTOCOL_STATS: PerCpuArray<PacketCounter> =
     PerCpuArray::with_max_entries(PROTOCOL_CLASS_COUNT, 0);
+
+#[map]
+pub static SOCKET_NAT: LruHashMap<SocketNatKey, SocketNatValue> = LruHashMap::pinned(65_536, 0);

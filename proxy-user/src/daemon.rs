@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub interface_prefix: Option<String>,
     pub pin_directory: PathBuf,
     pub metrics_address: Option<SocketAddr>,
+    /// cgroup v2 directory for the node-socket programs (`None`: node traffic to ClusterIPs is
+    /// not translated).
+    pub cgroup_root: Option<PathBuf>,
     pub map_sizes: MapSizes,
     pub config: ProxyConfig,
 }
@@ -75,6 +78,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
         map_sizes: options.map_sizes,
     };
     let mut object = LoadedObject::load(ProgramObject::TcPod, &load_options)?;
+    let mut socket_object = LoadedObject::load(ProgramObject::Sock, &load_options)?;
     let mut maps = DataplaneMaps::open(&options.pin_directory)?;
     let config = ProxyConfig {
         netns_cookie: current_netns_cookie().unwrap_or(0),
@@ -88,6 +92,16 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
         backends = state.backends.len(),
         "dataplane loaded; adopted what the pinned maps hold"
     );
+
+    match &options.cgroup_root {
+        Some(cgroup_root) => {
+            links::attach_socket_programs(&mut socket_object, &options.pin_directory, cgroup_root)?;
+            info!(cgroup = %cgroup_root.display(), "node sockets reach ClusterIPs through the socket programs");
+        }
+        None => warn!(
+            "no cgroup v2 hierarchy: traffic from the node itself to ClusterIPs is not translated"
+        ),
+    }
 
     let names: Arc<Mutex<ServiceNames>> = Arc::default();
     if let Some(address) = options.metrics_address {

@@ -184,3 +184,81 @@ pub fn remove_stale_pins(pin_directory: &Path, existing: &BTreeSet<String>) {
         }
     }
 }
+
+/// The cgroup socket-address programs and their pin names.
+const SOCKET_PROGRAMS: [ProgramName; 4] = [
+    ProgramName::SockConnect4,
+    ProgramName::SockSendmsg4,
+    ProgramName::SockRecvmsg4,
+    ProgramName::SockGetpeername4,
+];
+
+/// The cgroup v2 hierarchy to attach socket programs to: `/sys/fs/cgroup` on a unified system,
+/// `/sys/fs/cgroup/unified` on a hybrid one.
+pub fn default_cgroup_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| {
+            nix::sys::statfs::statfs(path)
+                .is_ok_and(|stats| stats.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        })
+}
+
+/// Attaches the socket programs of `object` to the cgroup at `cgroup_root` (as BPF links, which
+/// run beside other programs there) and pins their links. A link a previous skiff-proxy pinned is replaced:
+/// the new program is attached first, then the old link released, so node sockets are never
+/// without translation (for an instant both run; the second finds a backend address, not a
+/// service, and leaves it).
+pub fn attach_socket_programs(
+    object: &mut LoadedObject,
+    pin_directory: &Path,
+    cgroup_root: &Path,
+) -> Result<(), LinkPinError> {
+    let directory = links_directory(pin_directory);
+    std::fs::create_dir_all(&directory).map_err(|source| LinkPinError::Directory {
+        path: directory.clone(),
+        source,
+    })?;
+    let cgroup = std::fs::File::open(cgroup_root).map_err(|source| LinkPinError::Directory {
+        path: cgroup_root.to_owned(),
+        source,
+    })?;
+    for program in SOCKET_PROGRAMS {
+        let name = program.as_str();
+        let hook = object
+            .cgroup_sock_addr_mut(program)
+            .ok_or(LinkPinError::MissingProgram { program: name })?;
+        let path = directory.join(format!("cgroup-{name}"));
+        let attach_error = |source| LinkPinError::Attach {
+            program: name,
+            interface: cgroup_root.display().to_string(),
+            direction: "cgroup",
+            source: Box::new(source),
+        };
+        let pin_error = |reason: String| LinkPinError::Pin {
+            program: name,
+            interface: cgroup_root.display().to_string(),
+            path: path.clone(),
+            reason,
+        };
+        // Through a BPF link (kernel >= 5.7) a cgroup attachment always coexists with others;
+        // `bpf_link_create` refuses the legacy multi flag, so the mode is the default.
+        let link_id = hook
+            .attach(&cgroup, aya::programs::links::CgroupAttachMode::Single)
+            .map_err(attach_error)?;
+        let link = hook.take_link(link_id).map_err(attach_error)?;
+        let link = FdLink::try_from(link).map_err(|error| pin_error(error.to_string()))?;
+        // Releasing the old pin drops the previous skiff-proxy's link (if nothing else holds it).
+        let previous = PinnedLink::from_pin(&path).ok();
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(pin_error(error.to_string())),
+        }
+        drop(previous);
+        link.pin(&path)
+            .map_err(|error: PinError| pin_error(error.to_string()))?;
+    }
+    Ok(())
+}

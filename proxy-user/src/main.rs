@@ -68,6 +68,11 @@ struct RunArgs {
     /// Serve Prometheus metrics on this address (`GET /metrics`).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// cgroup v2 directory to attach the node-socket programs to (node → ClusterIP traffic).
+    /// Default: the machine's cgroup v2 hierarchy. Only sockets of this network namespace are
+    /// translated.
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
     /// Capacity of the service frontend map (and highest service id).
     #[arg(long, default_value_t = MapSizes::default().services)]
     max_services: u32,
@@ -143,6 +148,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         interface_prefix: args.interface_prefix,
         pin_directory: args.bpffs,
         metrics_address: args.metrics_addr,
+        cgroup_root: args
+            .cgroup_root
+            .or_else(skiff_proxy::links::default_cgroup_root),
         map_sizes: MapSizes {
             services: args.max_services,
             backends: args.max_backends,
@@ -171,7 +179,11 @@ fn verify() -> anyhow::Result<()> {
     let scratch = format!("{DEFAULT_PIN_DIRECTORY}-verify-{}", std::process::id());
     let options = LoadOptions::new(&scratch);
     let result = (|| {
-        for object in [ProgramObject::TcPod, ProgramObject::XdpUplink] {
+        for object in [
+            ProgramObject::TcPod,
+            ProgramObject::Sock,
+            ProgramObject::XdpUplink,
+        ] {
             let loaded = LoadedObject::load(object, &options)
                 .with_context(|| format!("the kernel refused {}", object.name()))?;
             for program in object.programs() {

@@ -11,11 +11,11 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+    programs::{CgroupSockAddr, ProgramError, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use proxy_common::{
     AFFINITY_MAP, BACKEND_SLOTS_MAP, BACKEND_STATS_MAP, BACKENDS_MAP, CONNTRACK_MAP,
-    SERVICE_STATS_MAP, SERVICES_MAP,
+    SERVICE_STATS_MAP, SERVICES_MAP, SOCKET_NAT_MAP,
 };
 
 /// Where skiff-proxy pins its maps and links by default.
@@ -26,6 +26,8 @@ pub const DEFAULT_PIN_DIRECTORY: &str = "/sys/fs/bpf/skiff";
 pub enum ProgramObject {
     /// TC programs for a pod's host-side veth (`proxy-ebpf/src/tc_pod.rs`).
     TcPod,
+    /// cgroup socket-address programs for the node's own sockets (`proxy-ebpf/src/sock.rs`).
+    Sock,
     /// XDP program for the node's uplink (`proxy-ebpf/src/xdp_uplink.rs`).
     XdpUplink,
 }
@@ -37,6 +39,14 @@ pub enum ProgramName {
     TcFromPod,
     /// TC, egress of a pod's host-side veth: packets entering the pod (reverse NAT).
     TcToPod,
+    /// cgroup connect4: a node socket connecting to a ClusterIP gets a backend.
+    SockConnect4,
+    /// cgroup sendmsg4: a node datagram sent to a ClusterIP goes to a backend.
+    SockSendmsg4,
+    /// cgroup recvmsg4: a datagram from a backend shows the VIP as its source.
+    SockRecvmsg4,
+    /// cgroup getpeername4: a connected socket shows the VIP as its peer.
+    SockGetpeername4,
     /// XDP on the uplink.
     XdpUplink,
 }
@@ -47,6 +57,10 @@ impl ProgramName {
         match self {
             ProgramName::TcFromPod => "tc_from_pod",
             ProgramName::TcToPod => "tc_to_pod",
+            ProgramName::SockConnect4 => "sock_connect4",
+            ProgramName::SockSendmsg4 => "sock_sendmsg4",
+            ProgramName::SockRecvmsg4 => "sock_recvmsg4",
+            ProgramName::SockGetpeername4 => "sock_getpeername4",
             ProgramName::XdpUplink => "xdp_uplink",
         }
     }
@@ -54,6 +68,10 @@ impl ProgramName {
     pub const fn object(self) -> ProgramObject {
         match self {
             ProgramName::TcFromPod | ProgramName::TcToPod => ProgramObject::TcPod,
+            ProgramName::SockConnect4
+            | ProgramName::SockSendmsg4
+            | ProgramName::SockRecvmsg4
+            | ProgramName::SockGetpeername4 => ProgramObject::Sock,
             ProgramName::XdpUplink => ProgramObject::XdpUplink,
         }
     }
@@ -63,6 +81,7 @@ impl ProgramObject {
     pub const fn name(self) -> &'static str {
         match self {
             ProgramObject::TcPod => "tc_pod",
+            ProgramObject::Sock => "sock",
             ProgramObject::XdpUplink => "xdp_uplink",
         }
     }
@@ -71,6 +90,12 @@ impl ProgramObject {
     pub const fn programs(self) -> &'static [ProgramName] {
         match self {
             ProgramObject::TcPod => &[ProgramName::TcFromPod, ProgramName::TcToPod],
+            ProgramObject::Sock => &[
+                ProgramName::SockConnect4,
+                ProgramName::SockSendmsg4,
+                ProgramName::SockRecvmsg4,
+                ProgramName::SockGetpeername4,
+            ],
             ProgramObject::XdpUplink => &[ProgramName::XdpUplink],
         }
     }
@@ -81,6 +106,7 @@ impl ProgramObject {
             ProgramObject::TcPod => {
                 aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_pod"))
             }
+            ProgramObject::Sock => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock")),
             ProgramObject::XdpUplink => {
                 aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_uplink"))
             }
@@ -100,7 +126,7 @@ pub struct MapSizes {
     pub backend_slots: u32,
     /// Conntrack entries (two per flow).
     pub conntrack: u32,
-    /// ClientIP affinity entries.
+    /// ClientIP affinity entries; also the size of the node sockets' translation map.
     pub affinity: u32,
 }
 
@@ -199,7 +225,8 @@ impl LoadedObject {
             .map_max_entries(BACKEND_STATS_MAP, sizes.backends)
             .map_max_entries(BACKEND_SLOTS_MAP, sizes.backend_slots)
             .map_max_entries(CONNTRACK_MAP, sizes.conntrack)
-            .map_max_entries(AFFINITY_MAP, sizes.affinity);
+            .map_max_entries(AFFINITY_MAP, sizes.affinity)
+            .map_max_entries(SOCKET_NAT_MAP, sizes.affinity);
         let mut ebpf = loader
             .load(object.elf())
             .map_err(|source| LoadError::Object {
@@ -219,6 +246,13 @@ impl LoadedObject {
                     let classifier: &mut SchedClassifier =
                         handle.try_into().map_err(|_| missing())?;
                     classifier.load()
+                }
+                ProgramName::SockConnect4
+                | ProgramName::SockSendmsg4
+                | ProgramName::SockRecvmsg4
+                | ProgramName::SockGetpeername4 => {
+                    let hook: &mut CgroupSockAddr = handle.try_into().map_err(|_| missing())?;
+                    hook.load()
                 }
                 ProgramName::XdpUplink => {
                     let xdp: &mut Xdp = handle.try_into().map_err(|_| missing())?;
@@ -248,6 +282,13 @@ impl LoadedObject {
 
     /// A TC program of this object.
     pub fn classifier_mut(&mut self, program: ProgramName) -> Option<&mut SchedClassifier> {
+        self.ebpf
+            .program_mut(program.as_str())
+            .and_then(|handle| handle.try_into().ok())
+    }
+
+    /// A cgroup socket-address program of this object.
+    pub fn cgroup_sock_addr_mut(&mut self, program: ProgramName) -> Option<&mut CgroupSockAddr> {
         self.ebpf
             .program_mut(program.as_str())
             .and_then(|handle| handle.try_into().ok())
@@ -289,6 +330,10 @@ impl LoadedObject {
                 let xdp: &Xdp = handle.try_into()?;
                 xdp.test_run(options)?
             }
+            ProgramName::SockConnect4
+            | ProgramName::SockSendmsg4
+            | ProgramName::SockRecvmsg4
+            | ProgramName::SockGetpeername4 => return Err(ProgramError::UnexpectedProgramType),
         };
         output.truncate(result.data_size_out as usize);
         Ok(TestRunOutcome {

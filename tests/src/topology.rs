@@ -1,6 +1,7 @@
 //! A node with pods, built from network namespaces the way Skiff's routed pod network wires them.
 //!
-//! Owns a "node" namespace (forwarding on) and pod namespaces, each joined to the node by a veth:
+//! Owns a "node" namespace (forwarding on, [`NODE_ADDRESS`] on its `lo`) and pod namespaces,
+//! each joined to the node by a veth:
 //! `eth0` in the pod with a /32 address and a default route via the link-local gateway
 //! 169.254.1.1 (a permanent neighbour entry for the host side's MAC), and the host side
 //! (`<prefix><n>`) in the node with a /32 route to the pod. Everything disappears with the
@@ -12,6 +13,9 @@ use crate::netns::{NetNs, NetNsError};
 
 /// The pods' default gateway, as Skiff's CNI plugin sets it up.
 pub const POD_GATEWAY: &str = "169.254.1.1";
+/// The node's own address (on its `lo`, as a node IP would be on its uplink), so the node's
+/// sockets have a source address pods can answer.
+pub const NODE_ADDRESS: &str = "10.255.0.1";
 
 /// A node namespace and its pods.
 pub struct Node {
@@ -36,6 +40,7 @@ impl Node {
     pub fn new(label: &str, interface_prefix: &str) -> Result<Node, NetNsError> {
         let netns = NetNs::new(label)?;
         netns.disable_ipv6()?;
+        netns.ip(&["addr", "add", &format!("{NODE_ADDRESS}/32"), "dev", "lo"])?;
         netns
             .run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
             .map_err(|source| NetNsError::Open {

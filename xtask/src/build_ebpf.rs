@@ -13,7 +13,7 @@ use std::{
 use crate::command;
 
 pub const BPF_TARGET: &str = "bpfel-unknown-none";
-const PROGRAMS: [&str; 2] = ["tc_pod", "xdp_uplink"];
+const PROGRAMS: [&str; 3] = ["tc_pod", "sock", "xdp_uplink"];
 
 /// Where these builds put their artifacts (apart from the host build's).
 pub fn bpf_target_dir(root: &Path) -> PathBuf {

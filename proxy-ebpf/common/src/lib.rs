@@ -40,6 +40,8 @@ mod pod {
         AffinityKey,
         AffinityValue,
         ProxyConfig,
+        SocketNatKey,
+        SocketNatValue,
     );
 }
 

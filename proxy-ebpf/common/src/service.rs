@@ -101,3 +101,36 @@ pub struct AffinityValue {
     pub backend_id: u32,
     pub padding: u32,
 }
+
+/// LRU hash map [`SocketNatKey`] → [`SocketNatValue`]: the translations the cgroup socket hooks
+/// made for sockets of the node itself (host network namespace), per socket cookie.
+pub const SOCKET_NAT_MAP: &str = "SOCKET_NAT";
+/// The key is (socket, VIP, service port): which backend this socket talks to.
+pub const SOCKET_NAT_FORWARD: u8 = 0;
+/// The key is (socket, backend address, backend port): which VIP to show instead.
+pub const SOCKET_NAT_REVERSE: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SocketNatKey {
+    /// `bpf_get_socket_cookie()` of the socket.
+    pub socket_cookie: u64,
+    /// IPv4 address, network byte order.
+    pub address: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    /// `SOCKET_NAT_FORWARD` or `SOCKET_NAT_REVERSE`.
+    pub direction: u8,
+    pub padding: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketNatValue {
+    /// Forward: the backend; reverse: the VIP (network byte order).
+    pub address: u32,
+    pub port: u16,
+    pub padding: u16,
+    pub backend_id: u32,
+    pub service_id: u32,
+}
