@@ -24,7 +24,7 @@ use tracing::{info, info_span, warn};
 use crate::{
     links::{self, Attachment, LinkPinError},
     maps::{DataplaneMaps, MapsError},
-    metrics::{self, ServiceNames},
+    metrics::{self, ControllerCounters, ServiceNames},
     programs::{LoadError, LoadOptions, LoadedObject, MapSizes, ProgramObject},
     source::{FileSource, PollOutcome, SourceSpec},
     sync::{DataplaneState, IdLimits, SyncError, plan},
@@ -33,6 +33,9 @@ use crate::{
 
 /// How often the interface list is scanned for new interfaces matching the prefix.
 const INTERFACE_SCAN_INTERVAL: Duration = Duration::from_millis(200);
+/// Backoff of retries after a failed synchronisation (a full map may drain, ids may free up).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -104,9 +107,15 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
     }
 
     let names: Arc<Mutex<ServiceNames>> = Arc::default();
+    let counters: Arc<ControllerCounters> = Arc::default();
     if let Some(address) = options.metrics_address {
-        metrics::serve(address, options.pin_directory.clone(), Arc::clone(&names))
-            .map_err(|source| DaemonError::Metrics { address, source })?;
+        metrics::serve(
+            address,
+            options.pin_directory.clone(),
+            Arc::clone(&names),
+            Arc::clone(&counters),
+        )
+        .map_err(|source| DaemonError::Metrics { address, source })?;
         info!(%address, "serving Prometheus metrics at /metrics");
     }
 
@@ -127,37 +136,49 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
         }
     }
 
+    // After a failed synchronisation, retry with the same content, backing off.
+    let mut retry: Option<(Instant, Duration)> = None;
     while !stop.load(Ordering::Relaxed) {
-        match source.poll() {
-            PollOutcome::Unchanged => {}
+        let reloaded = match source.poll() {
+            PollOutcome::Unchanged => false,
             PollOutcome::Rejected(error) => {
+                counters.source_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(%error, "source rejected; the dataplane keeps the last good content");
+                false
             }
-            PollOutcome::Reloaded => {
-                if let Some(snapshot) = source.snapshot() {
-                    let desired = translate(
-                        &snapshot.services,
-                        &snapshot.endpoint_slices,
-                        &options.node_name,
+            PollOutcome::Reloaded => true,
+        };
+        let retry_due = retry.is_some_and(|(at, _)| Instant::now() >= at);
+        if (reloaded || retry_due)
+            && let Some(snapshot) = source.snapshot()
+        {
+            let desired = translate(
+                &snapshot.services,
+                &snapshot.endpoint_slices,
+                &options.node_name,
+            );
+            if reloaded {
+                for warning in &desired.warnings {
+                    warn!(%warning, "ignored part of the source");
+                }
+            }
+            match synchronise(&mut maps, &mut state, &desired, limits) {
+                Ok(ops) => {
+                    retry = None;
+                    info!(
+                        ops,
+                        frontends = desired.frontends.len(),
+                        "dataplane synchronised"
                     );
-                    for warning in &desired.warnings {
-                        warn!(%warning, "ignored part of the source");
+                    if let Ok(mut names) = names.lock() {
+                        *names = metrics::service_names(&desired, &state);
                     }
-                    match synchronise(&mut maps, &mut state, &desired, limits) {
-                        Ok(ops) => {
-                            info!(
-                                ops,
-                                frontends = desired.frontends.len(),
-                                "dataplane synchronised"
-                            );
-                            if let Ok(mut names) = names.lock() {
-                                *names = metrics::service_names(&desired, &state);
-                            }
-                        }
-                        Err(error) => {
-                            warn!(%error, "synchronisation failed; will retry on the next change")
-                        }
-                    }
+                }
+                Err(error) => {
+                    counters.sync_errors.fetch_add(1, Ordering::Relaxed);
+                    let backoff = retry.map_or(RETRY_FIRST, |(_, last)| (last * 2).min(RETRY_MAX));
+                    retry = Some((Instant::now() + backoff, backoff));
+                    warn!(%error, retry_in = ?backoff, "synchronisation failed; the dataplane keeps what it had");
                 }
             }
         }

@@ -86,9 +86,31 @@ fn packet_total(map: &PerCpuArray<MapData, PacketCounter>, index: u32) -> Packet
         .unwrap_or_default()
 }
 
+/// What the controller reports besides the maps.
+#[derive(Debug, Default)]
+pub struct ControllerCounters {
+    /// Synchronisations that failed (a full map, exhausted ids): the dataplane kept its content.
+    pub sync_errors: std::sync::atomic::AtomicU64,
+    /// Source reloads rejected (unparsable file).
+    pub source_errors: std::sync::atomic::AtomicU64,
+}
+
 /// The exposition text for the current map contents.
-pub fn render(maps: &DataplaneMaps, names: &ServiceNames) -> String {
+pub fn render(maps: &DataplaneMaps, names: &ServiceNames, counters: &ControllerCounters) -> String {
     let mut text = String::new();
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        text,
+        "# HELP skiff_proxy_sync_errors_total Synchronisations of the dataplane that failed (full map, ids exhausted); the dataplane kept its previous content.\n\
+         # TYPE skiff_proxy_sync_errors_total counter\n\
+         skiff_proxy_sync_errors_total {}\n\
+         # HELP skiff_proxy_source_errors_total Source reloads rejected as invalid; the last good content stays.\n\
+         # TYPE skiff_proxy_source_errors_total counter\n\
+         skiff_proxy_source_errors_total {}",
+        load(&counters.sync_errors),
+        load(&counters.source_errors)
+    );
     let families = [
         (
             "skiff_proxy_service_packets_total",
@@ -183,11 +205,12 @@ pub fn serve(
     address: SocketAddr,
     pin_directory: PathBuf,
     names: Arc<Mutex<ServiceNames>>,
+    counters: Arc<ControllerCounters>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(address)?;
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            if let Err(error) = answer(stream, &pin_directory, &names) {
+            if let Err(error) = answer(stream, &pin_directory, &names, &counters) {
                 warn!(%error, "metrics request failed");
             }
         }
@@ -199,6 +222,7 @@ fn answer(
     stream: TcpStream,
     pin_directory: &std::path::Path,
     names: &Mutex<ServiceNames>,
+    counters: &ControllerCounters,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut request_line = String::new();
@@ -209,7 +233,7 @@ fn answer(
         match DataplaneMaps::open(pin_directory) {
             Ok(maps) => {
                 let names = names.lock().map(|names| names.clone()).unwrap_or_default();
-                ("200 OK", render(&maps, &names))
+                ("200 OK", render(&maps, &names, counters))
             }
             Err(error) => ("503 Service Unavailable", format!("{error}\n")),
         }

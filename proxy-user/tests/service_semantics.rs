@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{collections::BTreeSet, io::Read as _, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
 
 use common::{Backend, Cluster, NODE_NAME, ServiceSpec, ask};
 use skiff_tests::require_privileges;
@@ -110,19 +110,7 @@ fn metrics_count_flows_per_service_and_backend() {
     for _ in 0..30 {
         cluster.tcp_name().expect("a name");
     }
-    let address = cluster.metrics_address();
-    let body = cluster
-        .node
-        .netns
-        .run(|| -> std::io::Result<String> {
-            let mut stream = std::net::TcpStream::connect(address)?;
-            std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-            let mut body = String::new();
-            stream.read_to_string(&mut body)?;
-            Ok(body)
-        })
-        .expect("enter node")
-        .expect("scrape /metrics");
+    let body = cluster.scrape();
     let new_flows: u64 = body
         .lines()
         .filter(|line| {
@@ -182,5 +170,60 @@ fn a_pod_reaches_itself_through_its_own_service() {
         from,
         (common::VIP, common::SERVICE_PORT).into(),
         "answered from the VIP"
+    );
+}
+
+#[test]
+fn a_full_service_map_is_a_logged_error_and_a_counter_and_changes_nothing() {
+    require_privileges!("ip");
+    // Ids are 1..max: --max-services 2 leaves room for one frontend, the Service has two.
+    let cluster = Cluster::with_proxy_args(
+        "full",
+        &backends(),
+        &ServiceSpec::default(),
+        &["--max-services", "2"],
+    );
+    cluster.wait_for_log("synchronisation failed");
+    assert!(
+        cluster.proxy_log().contains("max_services = 2"),
+        "the error names the limit:\n{}",
+        cluster.proxy_log()
+    );
+    let body = cluster.scrape();
+    let errors: u64 = body
+        .lines()
+        .find_map(|line| line.strip_prefix("skiff_proxy_sync_errors_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    assert!(errors >= 1, "the failure is counted: {body}");
+    assert!(
+        body.contains("skiff_proxy_services 0"),
+        "nothing half-written: {body}"
+    );
+}
+
+#[test]
+fn an_invalid_source_file_keeps_the_last_good_dataplane() {
+    require_privileges!("ip");
+    let cluster = Cluster::new("bad-source", &backends(), &ServiceSpec::default());
+    cluster.wait_until_serving();
+    std::fs::write(
+        &cluster.manifest,
+        "apiVersion: v1\nkind: Service\nspec: [not, a, map\n",
+    )
+    .expect("write bad file");
+    cluster.wait_for_log("source rejected");
+    for _ in 0..20 {
+        assert!(
+            cluster
+                .tcp_name()
+                .expect("still served")
+                .starts_with("web-")
+        );
+    }
+    assert!(
+        cluster
+            .scrape()
+            .contains("skiff_proxy_source_errors_total 1")
     );
 }

@@ -641,3 +641,55 @@ fn hairpin_connection_comes_back_into_the_pod_from_the_vip_both_ways() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(&looped[26..30], &VIP.octets(), "source is the VIP");
 }
+
+#[test]
+fn ipv4_options_to_a_vip_are_translated_past_the_options() {
+    require_privileges!();
+    let mut dataplane = dataplane();
+    dataplane.install(IPPROTO_TCP, &[(BACKEND_ADDRESSES[0], READY)], &[1], 0);
+    let with_options = |destination: Ipv4Addr, port: u16| {
+        let mut ip = Ipv4::new(CLIENT, destination, packet::IPPROTO_TCP);
+        ip.options = vec![0x94, 0x04, 0x00, 0x00]; // router alert
+        packet::ipv4_frame(
+            &ip,
+            &packet::tcp_v4(CLIENT, destination, 40_100, port, tcp_flags::SYN, b""),
+        )
+    };
+    let (verdict, translated) =
+        dataplane.run(ProgramName::TcFromPod, &with_options(VIP, SERVICE_PORT));
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(translated, with_options(BACKEND_ADDRESSES[0], TARGET_PORT));
+}
+
+#[test]
+fn unusual_frames_to_or_from_a_vip_are_never_translated() {
+    require_privileges!();
+    let mut dataplane = dataplane();
+    dataplane.install(IPPROTO_TCP, &[(BACKEND_ADDRESSES[0], READY)], &[1], 0);
+    // Establish a NATed flow first, so an ICMP error about it has something to be confused with.
+    let syn = tcp_frame((CLIENT, 40_200), (VIP, SERVICE_PORT), tcp_flags::SYN);
+    let (_, natted) = dataplane.run(ProgramName::TcFromPod, &syn);
+
+    let mut truncated = tcp_frame((CLIENT, 40_201), (VIP, SERVICE_PORT), tcp_flags::SYN);
+    truncated.truncate(14 + 20 + 10);
+    let mut later_fragment = Ipv4::new(CLIENT, VIP, packet::IPPROTO_TCP);
+    later_fragment.frag_off = 185;
+    let later_fragment = packet::ipv4_frame(&later_fragment, &[0x42; 16]);
+    let icmp_about_the_flow = {
+        let ip = Ipv4::new(BACKEND_ADDRESSES[0], CLIENT, packet::IPPROTO_ICMP);
+        packet::ipv4_frame(&ip, &packet::icmp_error(3, 3, &natted[14..14 + 28]))
+    };
+    let arp = packet::arp_request(packet::CLIENT_MAC, CLIENT, VIP);
+    for (name, frame) in [
+        ("truncated TCP header", truncated),
+        ("non-first fragment", later_fragment),
+        ("ICMP error quoting a NATed flow", icmp_about_the_flow),
+        ("ARP for the VIP", arp),
+    ] {
+        for program in [ProgramName::TcFromPod, ProgramName::TcToPod] {
+            let (verdict, output) = dataplane.run(program, &frame);
+            assert_eq!(verdict, TC_ACT_OK, "{name}: {program:?}");
+            assert_eq!(output, frame, "{name}: {program:?} changed it");
+        }
+    }
+}

@@ -103,12 +103,23 @@ pub struct Cluster {
     _directory: tempfile::TempDir,
     _servers: Vec<EchoServer>,
     proxy: std::sync::Mutex<Option<Child>>,
+    proxy_args: Vec<String>,
     pub proxy_log: PathBuf,
 }
 
 impl Cluster {
     /// Builds the topology; backends are pods `backends[i]` (all on this node).
     pub fn new(label: &str, backends: &[Backend], spec: &ServiceSpec) -> Cluster {
+        Cluster::with_proxy_args(label, backends, spec, &[])
+    }
+
+    /// As [`Cluster::new`], with extra `skiff-proxy run` arguments.
+    pub fn with_proxy_args(
+        label: &str,
+        backends: &[Backend],
+        spec: &ServiceSpec,
+        proxy_args: &[&str],
+    ) -> Cluster {
         let mut node = Node::new(&format!("{label}-node"), "skp").expect("node namespace");
         node.add_pod("client", CLIENT_ADDRESS).expect("client pod");
         let mut servers = Vec::new();
@@ -134,6 +145,7 @@ impl Cluster {
             _directory: directory,
             _servers: servers,
             proxy: std::sync::Mutex::new(None),
+            proxy_args: proxy_args.iter().map(|arg| (*arg).to_owned()).collect(),
             proxy_log,
         };
         cluster.start_proxy();
@@ -163,6 +175,7 @@ impl Cluster {
             .args(["--conntrack-max", "65536"])
             .arg("--metrics-addr")
             .arg(self.metrics_address().to_string())
+            .args(&self.proxy_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -186,6 +199,36 @@ impl Cluster {
     /// Where skiff-proxy serves metrics (inside the node namespace).
     pub fn metrics_address(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 10249))
+    }
+
+    /// `GET /metrics` from skiff-proxy.
+    pub fn scrape(&self) -> String {
+        let address = self.metrics_address();
+        self.node
+            .netns
+            .run(|| -> std::io::Result<String> {
+                use std::io::Read as _;
+                let mut stream = TcpStream::connect(address)?;
+                stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: skiff\r\n\r\n")?;
+                let mut body = String::new();
+                stream.read_to_string(&mut body)?;
+                Ok(body)
+            })
+            .expect("enter node")
+            .expect("scrape /metrics")
+    }
+
+    /// Waits until the proxy log contains `text`.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.proxy_log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "skiff-proxy never logged {text:?}:\n{}",
+                self.proxy_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn proxy_log(&self) -> String {
