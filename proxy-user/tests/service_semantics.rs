@@ -227,3 +227,81 @@ fn an_invalid_source_file_keeps_the_last_good_dataplane() {
             .contains("skiff_proxy_source_errors_total 1")
     );
 }
+
+#[test]
+fn a_pod_interface_created_after_start_is_attached_and_balanced_to() {
+    require_privileges!("ip");
+    let mut backends = backends();
+    let late = Backend::ready("web-late", Ipv4Addr::new(10, 250, 2, 9));
+    let spec = ServiceSpec::default();
+    let mut cluster = Cluster::new("late-pod", &backends[..1], &spec);
+    cluster.wait_until_serving();
+    // A new pod (and host-side veth) appears while skiff-proxy runs; then it becomes the only
+    // endpoint, so every answer proves the new interface has the programs.
+    let pod = cluster
+        .node
+        .add_pod(&late.name, late.address)
+        .expect("late pod");
+    let _server = skiff_tests::echo::EchoServer::start(
+        &pod.netns,
+        &late.name,
+        late.address,
+        common::TARGET_PORT,
+    )
+    .expect("name server");
+    backends.push(late);
+    cluster.publish(&spec, &[&backends[3]]);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..10 {
+        assert_eq!(cluster.tcp_name().expect("a name"), "web-late");
+    }
+    // Replies from the late pod were reverse-translated on its (late) veth's egress...
+    // ...and its own connections to the VIP are translated on its veth's ingress (hairpin).
+    let stream = cluster
+        .node
+        .pod("web-late")
+        .expect("late pod")
+        .netns
+        .run(|| {
+            std::net::TcpStream::connect_timeout(
+                &(common::VIP, common::SERVICE_PORT).into(),
+                Duration::from_secs(2),
+            )
+        })
+        .expect("enter pod")
+        .expect("connect from the late pod");
+    assert_eq!(ask(&stream).expect("a name"), "web-late");
+}
+
+#[test]
+fn status_lists_services_backends_and_conntrack_entries() {
+    require_privileges!("ip");
+    let cluster = Cluster::new("status", &backends(), &ServiceSpec::default());
+    cluster.wait_until_serving();
+    let _open = cluster.tcp_connect().expect("a connection to show");
+    let output = cluster
+        .node
+        .netns
+        .command(env!("CARGO_BIN_EXE_skiff-proxy"))
+        .args(["status", "--bpffs"])
+        .arg(cluster.pins.path())
+        .output()
+        .expect("run skiff-proxy status");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("10.96.100.10:80/TCP"), "{text}");
+    assert!(text.contains("10.96.100.10:80/UDP"), "{text}");
+    for backend in ["10.250.2.2:8080", "10.250.2.3:8080", "10.250.2.4:8080"] {
+        assert!(text.contains(backend), "{backend} missing:\n{text}");
+    }
+    assert!(text.contains("ready"), "{text}");
+    assert!(
+        text.contains("10.250.0.2:"),
+        "the client's flow is listed:\n{text}"
+    );
+    assert!(text.contains("ESTABLISHED"), "{text}");
+}
