@@ -12,6 +12,7 @@ pub mod bpffs;
 pub mod containerd;
 pub mod cri;
 pub mod echo;
+pub mod etcd;
 pub mod netns;
 pub mod oci_image;
 pub mod packet;

@@ -52,6 +52,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "protobuf-compiler",
         "protoc, which the CRI and containerd API crates compile their protos with",
     ),
+    (
+        "libprotobuf-dev",
+        "protobuf's standard .proto files, which etcd-client's protos import",
+    ),
 ];
 
 /// bpf-linker release built by setup; its llvm-NN features must cover the nightly's LLVM.

@@ -96,8 +96,8 @@ fn lint(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the harness must have cleaned up: its network namespaces (`sk-*`) and containerd
-/// instances started from its temporary directories.
+/// What the harness must have cleaned up: its network namespaces (`sk-*`) and the containerd and
+/// etcd instances started from its temporary directories.
 fn leftovers() -> Vec<String> {
     let mut found = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
@@ -111,16 +111,19 @@ fn leftovers() -> Vec<String> {
         }
     }
     let processes = Command::new("pgrep")
-        .args(["-a", "-f", "containerd"])
+        .args(["-a", "-f", "containerd|etcd"])
         .output()
         .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
         .unwrap_or_default();
     let ours: Vec<&str> = processes
         .lines()
-        .filter(|line| line.contains("/skc-"))
+        .filter(|line| line.contains("/skc-") || line.contains("/sketcd-"))
         .collect();
     if !ours.is_empty() {
-        found.push(format!("containerd processes: {}", ours.join(" | ")));
+        found.push(format!(
+            "containerd or etcd processes: {}",
+            ours.join(" | ")
+        ));
     }
     found
 }

@@ -11,6 +11,8 @@
 use async_trait::async_trait;
 
 pub mod conformance;
+pub mod embedded;
+pub mod etcd;
 
 /// A revision of the whole store (etcd's `revision`; Kubernetes' `resourceVersion`).
 pub type Revision = i64;
@@ -81,7 +83,10 @@ pub enum StoreError {
         compacted: Revision,
     },
     #[error("revision {requested} is in the future (the store is at {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("the watch was closed: {reason}")]
     WatchClosed { reason: String },
     #[error("storage backend failed: {message}")]
@@ -149,6 +154,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every change to keys starting with `prefix` with a revision greater than `after`, in
     /// revision order, each exactly once, first the history and then live changes.
-    /// [`StoreError::Compacted`] if `after` is before the compaction point.
+    /// [`StoreError::Compacted`] if `after` is before the compaction point (returned here, or
+    /// as the watch's first and only item when the backend learns it from the stream). A watch
+    /// that falls too far behind, or whose history is compacted while it replays it, ends with
+    /// [`StoreError::WatchClosed`] or [`StoreError::Compacted`]: the client relists and watches
+    /// again from the list's revision.
     async fn watch(&self, prefix: &str, after: Revision) -> StoreResult<Watch>;
 }
