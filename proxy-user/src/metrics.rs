@@ -15,11 +15,12 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use proxy_common::{DropReason, FlowCounter, PacketCounter};
+use proxy_common::{DropReason, FlowCounter};
 use tracing::warn;
 
 use crate::{
     maps::DataplaneMaps,
+    stats::{PerCpuCounter, sum_per_cpu},
     sync::{DataplaneState, service_key},
     translate::Desired,
 };
@@ -66,24 +67,9 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn flow_total(map: &PerCpuArray<MapData, FlowCounter>, index: u32) -> FlowCounter {
-    map.get(&index, 0)
-        .map(|values| {
-            values
-                .iter()
-                .fold(FlowCounter::default(), |total, value| total.add(*value))
-        })
-        .unwrap_or_default()
-}
-
-fn packet_total(map: &PerCpuArray<MapData, PacketCounter>, index: u32) -> PacketCounter {
-    map.get(&index, 0)
-        .map(|values| {
-            values
-                .iter()
-                .fold(PacketCounter::default(), |total, value| total.add(*value))
-        })
-        .unwrap_or_default()
+/// A per-CPU counter's total; an unreadable entry counts as zero (the scrape still answers).
+fn total<V: PerCpuCounter>(map: &PerCpuArray<MapData, V>, index: u32) -> V {
+    sum_per_cpu(map, index).unwrap_or_default()
 }
 
 /// What the controller reports besides the maps.
@@ -127,7 +113,7 @@ pub fn render(maps: &DataplaneMaps, names: &ServiceNames, counters: &ControllerC
     ];
     let service_counters: Vec<(&ServiceLabels, FlowCounter)> = names
         .iter()
-        .map(|(id, labels)| (labels, flow_total(&maps.service_stats, *id)))
+        .map(|(id, labels)| (labels, total(&maps.service_stats, *id)))
         .collect();
     for (index, (family, help)) in families.iter().enumerate() {
         let _ = writeln!(text, "# HELP {family} {help}\n# TYPE {family} counter");
@@ -169,7 +155,7 @@ pub fn render(maps: &DataplaneMaps, names: &ServiceNames, counters: &ControllerC
     for (index, (family, help)) in families.iter().enumerate() {
         let _ = writeln!(text, "# HELP {family} {help}\n# TYPE {family} counter");
         for (id, backend) in &backends {
-            let counter = flow_total(&maps.backend_stats, *id);
+            let counter = total(&maps.backend_stats, *id);
             let value = [counter.packets, counter.bytes, counter.new_flows][index];
             let _ = writeln!(text, "{family}{{backend=\"{backend}\"}} {value}");
         }
@@ -180,7 +166,7 @@ pub fn render(maps: &DataplaneMaps, names: &ServiceNames, counters: &ControllerC
          # TYPE skiff_proxy_drops_total counter"
     );
     for reason in DropReason::ALL {
-        let counter = packet_total(&maps.drop_stats, reason.index());
+        let counter = total(&maps.drop_stats, reason.index());
         let _ = writeln!(
             text,
             "skiff_proxy_drops_total{{reason=\"{}\"}} {}",

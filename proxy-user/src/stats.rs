@@ -88,14 +88,39 @@ pub fn protocol_stats(object: &LoadedObject) -> Result<ProtocolStats, StatsError
     let array: PerCpuArray<_, PacketCounter> = PerCpuArray::try_from(map).map_err(read_error)?;
     let mut stats = ProtocolStats::default();
     for class in ProtocolClass::ALL {
-        let per_cpu = array.get(&class.index(), 0).map_err(read_error)?;
-        stats.counters[class.index() as usize] = per_cpu
-            .iter()
-            .fold(PacketCounter::default(), |total, counter| {
-                total.add(*counter)
-            });
+        stats.counters[class.index() as usize] =
+            sum_per_cpu(&array, class.index()).map_err(read_error)?;
     }
     Ok(stats)
+}
+
+/// A counter kept per CPU and added up by user space.
+pub trait PerCpuCounter: aya::Pod + Default {
+    fn plus(self, other: Self) -> Self;
+}
+
+impl PerCpuCounter for PacketCounter {
+    fn plus(self, other: Self) -> Self {
+        self.add(other)
+    }
+}
+
+impl PerCpuCounter for proxy_common::FlowCounter {
+    fn plus(self, other: Self) -> Self {
+        self.add(other)
+    }
+}
+
+/// The sum over all CPUs of entry `index` of a per-CPU array.
+pub fn sum_per_cpu<T, V>(map: &PerCpuArray<T, V>, index: u32) -> Result<V, MapError>
+where
+    T: std::borrow::Borrow<aya::maps::MapData>,
+    V: PerCpuCounter,
+{
+    Ok(map
+        .get(&index, 0)?
+        .iter()
+        .fold(V::default(), |total, value| total.plus(*value)))
 }
 
 #[cfg(test)]
