@@ -75,7 +75,18 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// Largest response accepted from etcd: a range over many objects easily exceeds gRPC's 4 MiB
+/// default (kube-apiserver likewise lifts it).
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
 impl EtcdStore {
+    /// A KV client that accepts responses up to [`MAX_RESPONSE_BYTES`].
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
     /// Connects to the etcd cluster at `endpoints` (`http://host:port`) and checks that it
     /// answers. Keys are stored as `prefix` + key; `prefix` should end with a separator (e.g.
     /// `/registry/`) if another store may use a prefix that starts with the same characters.
@@ -219,7 +230,7 @@ impl EtcdStore {
 
     /// Runs a compare-and-swap transaction on `key`.
     async fn txn(&self, operation: &str, key: &str, txn: Txn) -> StoreResult<TxnResponse> {
-        self.call(self.client.kv_client().txn(txn))
+        self.call(self.kv().txn(txn))
             .await
             .map_err(|failure| self.failed(operation, key, failure))
     }
@@ -257,7 +268,7 @@ impl EtcdStore {
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
         let response: GetResponse = self
-            .call(self.client.kv_client().get(self.keys.full(key), None))
+            .call(self.kv().get(self.keys.full(key), None))
             .await
             .map_err(|failure| self.failed("reading", key, failure))?;
         response
@@ -292,10 +303,7 @@ impl Store for EtcdStore {
         if let Some(revision) = revision.filter(|revision| *revision > 0) {
             options = options.with_revision(revision);
         }
-        let response = match self
-            .call(self.client.kv_client().get(start, Some(options)))
-            .await
-        {
+        let response = match self.call(self.kv().get(start, Some(options))).await {
             Ok(response) => response,
             Err(Failure::Compacted) => {
                 return Err(self.compacted_error(revision.unwrap_or(0)).await);
@@ -441,7 +449,7 @@ impl Store for EtcdStore {
 
     async fn revision(&self) -> StoreResult<Revision> {
         let response = self
-            .call(self.client.kv_client().get(
+            .call(self.kv().get(
                 self.keys.probe_key(),
                 Some(GetOptions::new().with_count_only()),
             ))
@@ -451,7 +459,7 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> StoreResult<()> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let request = kv.compact(
             revision,
             // Physical: return only once the compaction is applied, so that reads and watches
@@ -513,7 +521,12 @@ impl Store for EtcdStore {
             .with_start_revision(after + 1)
             .with_prev_key();
         let mut stream = self
-            .call(self.client.watch_client().watch(first, Some(options)))
+            .call(
+                self.client
+                    .watch_client()
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .watch(first, Some(options)),
+            )
             .await
             .map_err(|failure| self.failed("watching prefix", prefix, failure))?;
         // The first message confirms the watch (or refuses it).
