@@ -549,68 +549,105 @@ fn items_of(list: &Value, what: &str) -> anyhow::Result<usize> {
         .with_context(|| format!("{what}: the answer has no items array"))
 }
 
+/// One unpaged list: the request's duration and the response size in bytes.
+async fn list_unpaged(
+    connection: &mut Connection,
+    collection: &str,
+    expected: usize,
+) -> anyhow::Result<(Duration, usize)> {
+    let started = Instant::now();
+    let answer = connection.send(Method::GET, collection, None).await?;
+    let waited = started.elapsed();
+    answer.expect(StatusCode::OK, "listing pods unpaged")?;
+    let items = items_of(
+        &answer.json("listing pods unpaged")?,
+        "listing pods unpaged",
+    )?;
+    if items != expected {
+        bail!("the unpaged list of namespace {PODS_NAMESPACE} held {items} pods, not {expected}");
+    }
+    Ok((waited, answer.body.len()))
+}
+
+/// One paged list to the end: the summed duration of its requests and the number of pages.
+/// Parsing each page (for its continue token) is not timed.
+async fn list_paged(
+    connection: &mut Connection,
+    collection: &str,
+    expected: usize,
+    page_size: usize,
+) -> anyhow::Result<(Duration, usize)> {
+    let (mut waited, mut items, mut pages, mut token) = (Duration::ZERO, 0, 0, String::new());
+    loop {
+        let mut path = format!("{collection}?limit={page_size}");
+        if !token.is_empty() {
+            path.push_str(&format!("&continue={}", query_escape(&token)));
+        }
+        let started = Instant::now();
+        let answer = connection.send(Method::GET, &path, None).await?;
+        waited += started.elapsed();
+        pages += 1;
+        answer.expect(StatusCode::OK, &format!("listing pods ({path})"))?;
+        let page = answer.json(&format!("listing pods ({path})"))?;
+        items += items_of(&page, &format!("listing pods ({path})"))?;
+        token = page["metadata"]["continue"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if token.is_empty() {
+            break;
+        }
+        if pages > expected / page_size.max(1) + 2 {
+            bail!("paging through namespace {PODS_NAMESPACE} did not end after {pages} pages");
+        }
+    }
+    if items != expected {
+        bail!("the paged list of namespace {PODS_NAMESPACE} held {items} pods, not {expected}");
+    }
+    Ok((waited, pages))
+}
+
+/// Unpaged and paged lists, measured independently: a failure of one still reports the other.
 async fn list_pods(
     target: &Arc<Target>,
     expected: usize,
     page_size: usize,
     rounds: usize,
 ) -> anyhow::Result<()> {
-    let mut connection = target.connect().await?;
     let collection = format!("/api/v1/namespaces/{PODS_NAMESPACE}/pods");
-    let (mut full, mut paged) = (Vec::new(), Vec::new());
-    let (mut bytes, mut pages) = (0, 0);
-    for _ in 0..rounds.max(1) {
-        let started = Instant::now();
-        let answer = connection.send(Method::GET, &collection, None).await?;
-        full.push(started.elapsed());
-        answer.expect(StatusCode::OK, "listing pods unpaged")?;
-        let items = items_of(
-            &answer.json("listing pods unpaged")?,
-            "listing pods unpaged",
-        )?;
-        if items != expected {
-            bail!(
-                "the unpaged list of namespace {PODS_NAMESPACE} held {items} pods, not {expected}"
-            );
+    let mut connection = target.connect().await?;
+    let unpaged = async {
+        let (mut times, mut bytes) = (Vec::new(), 0);
+        for _ in 0..rounds.max(1) {
+            let (waited, size) = list_unpaged(&mut connection, &collection, expected).await?;
+            times.push(waited);
+            bytes = size;
         }
-        bytes = answer.body.len();
-
-        // Only the requests are timed; parsing each page (for its continue token) is not.
-        let (mut waited, mut items, mut token) = (Duration::ZERO, 0, String::new());
-        pages = 0;
-        loop {
-            let mut path = format!("{collection}?limit={page_size}");
-            if !token.is_empty() {
-                path.push_str(&format!("&continue={}", query_escape(&token)));
-            }
-            let started = Instant::now();
-            let answer = connection.send(Method::GET, &path, None).await?;
-            waited += started.elapsed();
-            pages += 1;
-            answer.expect(StatusCode::OK, &format!("listing pods ({path})"))?;
-            let page = answer.json(&format!("listing pods ({path})"))?;
-            items += items_of(&page, &format!("listing pods ({path})"))?;
-            token = page["metadata"]["continue"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if token.is_empty() {
-                break;
-            }
-            if pages > expected / page_size.max(1) + 2 {
-                bail!("paging through namespace {PODS_NAMESPACE} did not end after {pages} pages");
-            }
-        }
-        if items != expected {
-            bail!("the paged list of namespace {PODS_NAMESPACE} held {items} pods, not {expected}");
-        }
-        paged.push(waited);
+        result("list_full_ms", median(times));
+        result("list_full_mib", bytes as f64 / (1024.0 * 1024.0));
+        anyhow::Ok(())
     }
-    result("list_full_ms", median(full));
-    result("list_full_mib", bytes as f64 / (1024.0 * 1024.0));
-    result("list_paged_ms", median(paged));
-    result("list_pages", pages as f64);
-    Ok(())
+    .await;
+    // A failed request may have left the connection unusable.
+    let mut connection = target.connect().await?;
+    let paged = async {
+        let (mut times, mut pages) = (Vec::new(), 0);
+        for _ in 0..rounds.max(1) {
+            let (waited, count) =
+                list_paged(&mut connection, &collection, expected, page_size).await?;
+            times.push(waited);
+            pages = count;
+        }
+        result("list_paged_ms", median(times));
+        result("list_pages", pages as f64);
+        anyhow::Ok(())
+    }
+    .await;
+    match (unpaged, paged) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
+        (Err(unpaged), Err(paged)) => Err(unpaged.context(format!("and also: {paged:#}"))),
+    }
 }
 
 /// Percent-encodes everything but unreserved characters (continue tokens are opaque).

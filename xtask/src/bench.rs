@@ -90,15 +90,15 @@ impl Counts {
         Counts {
             quick: false,
             latency_operations: 1000,
-            writes: 2000,
+            writes: 10_000,
             write_clients: 32,
             watchers: 1000,
-            watch_events: 50,
+            watch_events: 100,
             watch_interval_ms: 100,
             pods: 10_000,
             pod_clients: 32,
             page_size: 500,
-            list_rounds: 3,
+            list_rounds: 5,
         }
     }
 
@@ -106,7 +106,7 @@ impl Counts {
         Counts {
             quick: true,
             latency_operations: 200,
-            writes: 500,
+            writes: 1000,
             watchers: 1000,
             watch_events: 10,
             pods: 2000,
@@ -116,8 +116,9 @@ impl Counts {
     }
 }
 
-/// Pause after `/readyz` before the idle RSS is read, so start-up work has settled.
-const IDLE_SETTLE: Duration = Duration::from_secs(1);
+/// Pause before each RSS reading, so the work just done has settled (the first reading follows
+/// `/readyz`).
+const RSS_SETTLE: Duration = Duration::from_secs(1);
 
 pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.target {
@@ -182,20 +183,25 @@ fn run_control(root: &Path, args: &ControlArgs) -> anyhow::Result<()> {
         let scratch = scratch_base.join(format!("{}-{}", backend.name(), std::process::id()));
         let mut values = Values::new();
         let backend_started = Instant::now();
-        let outcome = run_backend(*backend, &binaries, scratch, &counts, &mut values);
-        let error = outcome.err().map(|error| format!("{error:#}"));
-        match &error {
-            None => println!(
+        let errors = run_backend(*backend, &binaries, scratch, &counts, &mut values);
+        if errors.is_empty() {
+            println!(
                 "bench: {} done in {:.0} s",
                 backend.name(),
                 backend_started.elapsed().as_secs_f64()
-            ),
-            Some(error) => eprintln!("bench: {} failed: {error}", backend.name()),
+            );
+        } else {
+            eprintln!(
+                "bench: {} finished with {} failure(s) in {:.0} s",
+                backend.name(),
+                errors.len(),
+                backend_started.elapsed().as_secs_f64()
+            );
         }
         columns.push(Column {
             backend: backend.name().to_owned(),
             values,
-            error,
+            errors,
         });
     }
 
@@ -215,7 +221,7 @@ fn run_control(root: &Path, args: &ControlArgs) -> anyhow::Result<()> {
     );
     let failed: Vec<&str> = columns
         .iter()
-        .filter(|column| column.error.is_some())
+        .filter(|column| !column.errors.is_empty())
         .map(|column| column.backend.as_str())
         .collect();
     if !failed.is_empty() {
@@ -227,60 +233,46 @@ fn run_control(root: &Path, args: &ControlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One backend's column: every process lives in this function and is stopped when it returns,
-/// whether it succeeded or not. Numbers are added to `values` as they are measured.
-fn run_backend(
-    backend: Backend,
-    binaries: &Binaries,
-    scratch: PathBuf,
-    counts: &Counts,
-    values: &mut Values,
-) -> anyhow::Result<()> {
-    // Dropped in reverse order: skiff-control, then etcd, then the directory.
-    let scratch = ScratchDir::create(scratch)?;
-    let mut etcd = match backend {
-        Backend::Embedded => None,
-        Backend::Etcd => {
-            println!("bench: {}: starting etcd", backend.name());
-            Some(Etcd::start(scratch.path())?)
-        }
-    };
-    println!("bench: {}: starting skiff-control", backend.name());
-    let mut control = Control::start(
-        &binaries.control,
-        scratch.path().join("control"),
-        etcd.as_ref().map(|etcd| etcd.client_url.as_str()),
-        scratch.path().join("skiff-control.log"),
-    )?;
-    let name = control.daemon.command_name();
-    if name != "skiff-control" {
-        bail!(
-            "pid {} runs {name:?}, not skiff-control; RSS would be read from the wrong process",
-            control.daemon.pid()
-        );
-    }
-    let client = Client {
-        binary: &binaries.client,
-        server_url: control.server_url.clone(),
-        data_dir: control.data_dir.clone(),
-        backend,
-    };
-    let result = (|| {
-        client.phase(&["ready"], "", values)?;
-        std::thread::sleep(IDLE_SETTLE);
-        values.insert("rss_idle_mib".to_owned(), control.daemon.rss_mib()?);
-        let pods = counts.pods.to_string();
-        let pod_clients = counts.pod_clients.to_string();
-        client.phase(
-            &["create-pods", "--count", &pods, "--clients", &pod_clients],
+/// One step of a backend's run.
+enum Step {
+    /// A `bench_control` phase; its results are stored with this prefix.
+    Phase(Vec<String>, &'static str),
+    /// Wait a moment, then read skiff-control's RSS into this value.
+    ControlRss(&'static str),
+    /// Read etcd's RSS into this value (etcd backend only).
+    EtcdRss(&'static str),
+}
+
+fn phase(arguments: &[&str], prefix: &'static str) -> Step {
+    Step::Phase(
+        arguments
+            .iter()
+            .map(|argument| (*argument).to_owned())
+            .collect(),
+        prefix,
+    )
+}
+
+/// The steps of one backend's run, in order (the report's method notes describe this order).
+fn steps(counts: &Counts) -> Vec<Step> {
+    let pods = counts.pods.to_string();
+    let writes = counts.writes.to_string();
+    vec![
+        phase(&["ready"], ""),
+        Step::ControlRss("rss_idle_mib"),
+        phase(
+            &[
+                "create-pods",
+                "--count",
+                &pods,
+                "--clients",
+                &counts.pod_clients.to_string(),
+            ],
             "",
-            values,
-        )?;
-        values.insert("rss_pods_mib".to_owned(), control.daemon.rss_mib()?);
-        if let Some(etcd) = &etcd {
-            values.insert("etcd_rss_pods_mib".to_owned(), etcd.daemon.rss_mib()?);
-        }
-        client.phase(
+        ),
+        Step::ControlRss("rss_pods_mib"),
+        Step::EtcdRss("etcd_rss_pods_mib"),
+        phase(
             &[
                 "list-pods",
                 "--expected",
@@ -291,20 +283,13 @@ fn run_backend(
                 &counts.list_rounds.to_string(),
             ],
             "",
-            values,
-        )?;
-        client.phase(
+        ),
+        phase(
             &["latency", "--count", &counts.latency_operations.to_string()],
             "",
-            values,
-        )?;
-        let writes = counts.writes.to_string();
-        client.phase(
-            &["writes", "--count", &writes, "--clients", "1"],
-            "single_",
-            values,
-        )?;
-        client.phase(
+        ),
+        phase(&["writes", "--count", &writes, "--clients", "1"], "single_"),
+        phase(
             &[
                 "writes",
                 "--count",
@@ -313,9 +298,8 @@ fn run_backend(
                 &counts.write_clients.to_string(),
             ],
             "concurrent_",
-            values,
-        )?;
-        client.phase(
+        ),
+        phase(
             &[
                 "watch",
                 "--watchers",
@@ -326,24 +310,96 @@ fn run_backend(
                 &counts.watch_interval_ms.to_string(),
             ],
             "",
-            values,
-        )?;
-        values.insert("rss_end_mib".to_owned(), control.daemon.rss_mib()?);
-        anyhow::Ok(())
-    })();
-    // A phase that failed because a server died says so, with the end of its log.
-    result.map_err(|error| {
-        let mut error = error;
-        if let Err(died) = control.daemon.check_running() {
-            error = error.context(format!("{died:#}"));
+        ),
+        Step::ControlRss("rss_end_mib"),
+    ]
+}
+
+/// One backend's column: every process lives in this function and is stopped when it returns,
+/// whether it succeeded or not. Numbers are added to `values` as they are measured; a phase that
+/// fails is recorded and the next one runs, unless a server died (or the server never became
+/// ready). Returns the failures.
+fn run_backend(
+    backend: Backend,
+    binaries: &Binaries,
+    scratch: PathBuf,
+    counts: &Counts,
+    values: &mut Values,
+) -> Vec<String> {
+    // Dropped in reverse order: skiff-control, then etcd, then the directory.
+    let scratch = match ScratchDir::create(scratch) {
+        Ok(scratch) => scratch,
+        Err(error) => return vec![format!("{error:#}")],
+    };
+    let mut etcd = None;
+    if backend == Backend::Etcd {
+        println!("bench: {}: starting etcd", backend.name());
+        match Etcd::start(scratch.path()) {
+            Ok(started) => etcd = Some(started),
+            Err(error) => return vec![format!("starting etcd: {error:#}")],
+        }
+    }
+    println!("bench: {}: starting skiff-control", backend.name());
+    let control = Control::start(
+        &binaries.control,
+        scratch.path().join("control"),
+        etcd.as_ref().map(|etcd| etcd.client_url.as_str()),
+        scratch.path().join("skiff-control.log"),
+    );
+    let mut control = match control {
+        Ok(control) => control,
+        Err(error) => return vec![format!("starting skiff-control: {error:#}")],
+    };
+    let name = control.daemon.command_name();
+    if name != "skiff-control" {
+        return vec![format!(
+            "pid {} runs {name:?}, not skiff-control; RSS would be read from the wrong process",
+            control.daemon.pid()
+        )];
+    }
+    let client = Client {
+        binary: &binaries.client,
+        server_url: control.server_url.clone(),
+        data_dir: control.data_dir.clone(),
+        backend,
+    };
+    let mut failures = Vec::new();
+    for step in steps(counts) {
+        let outcome = match &step {
+            Step::Phase(arguments, prefix) => client.phase(arguments, prefix, values),
+            Step::ControlRss(name) => {
+                std::thread::sleep(RSS_SETTLE);
+                control.daemon.rss_mib().map(|rss| {
+                    values.insert((*name).to_owned(), rss);
+                })
+            }
+            Step::EtcdRss(name) => match &etcd {
+                Some(etcd) => etcd.daemon.rss_mib().map(|rss| {
+                    values.insert((*name).to_owned(), rss);
+                }),
+                None => Ok(()),
+            },
+        };
+        let Err(error) = outcome else { continue };
+        eprintln!("bench: {}: {error:#}", backend.name());
+        failures.push(format!("{error:#}"));
+        let mut died = false;
+        if let Err(death) = control.daemon.check_running() {
+            failures.push(format!("{death:#}"));
+            died = true;
         }
         if let Some(etcd) = &mut etcd
-            && let Err(died) = etcd.daemon.check_running()
+            && let Err(death) = etcd.daemon.check_running()
         {
-            error = error.context(format!("{died:#}"));
+            failures.push(format!("{death:#}"));
+            died = true;
         }
-        error
-    })
+        let never_ready = matches!(&step, Step::Phase(arguments, _) if arguments.first().is_some_and(|first| first == "ready"));
+        if died || never_ready {
+            break;
+        }
+    }
+    failures
 }
 
 /// The `bench_control` client, pointed at one running skiff-control.
@@ -355,8 +411,9 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    /// Runs one phase; its `result NAME VALUE` lines land in `values` as `<prefix>NAME`.
-    fn phase(&self, arguments: &[&str], prefix: &str, values: &mut Values) -> anyhow::Result<()> {
+    /// Runs one phase; its `result NAME VALUE` lines land in `values` as `<prefix>NAME`, also
+    /// those of a phase that then fails.
+    fn phase(&self, arguments: &[String], prefix: &str, values: &mut Values) -> anyhow::Result<()> {
         let started = Instant::now();
         println!("bench: {}: {}", self.backend.name(), arguments.join(" "));
         let mut command = supervised(self.binary);
@@ -374,7 +431,13 @@ impl Client<'_> {
             .output()
             .with_context(|| format!("could not start `{description}`"))?;
         let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let measured = parse_results(&stdout);
+        for (name, value) in &measured {
+            values.insert(format!("{prefix}{name}"), *value);
+        }
         if !output.status.success() {
+            // What the phase measured before failing is kept.
             bail!(
                 "the {} phase failed ({}): {}",
                 arguments.join(" "),
@@ -384,9 +447,7 @@ impl Client<'_> {
         }
         // Warnings (e.g. watchers that ended early) still reach the user.
         eprint!("{stderr}");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let measured = parse_results(&stdout);
-        if measured.is_empty() && arguments.first() != Some(&"ready") {
+        if measured.is_empty() && arguments.first().map(String::as_str) != Some("ready") {
             bail!(
                 "the {} phase reported no results; it printed: {stdout}",
                 arguments.join(" ")
@@ -395,11 +456,6 @@ impl Client<'_> {
         for (name, value) in &measured {
             println!("bench: {}:   {name} = {value:.3}", self.backend.name());
         }
-        values.extend(
-            measured
-                .into_iter()
-                .map(|(name, value)| (format!("{prefix}{name}"), value)),
-        );
         println!(
             "bench: {}:   ({:.1} s)",
             self.backend.name(),
@@ -518,12 +574,12 @@ mod tests {
             ]
             .map(|(name, value)| (name.to_owned(), value))
             .into(),
-            error: None,
+            errors: Vec::new(),
         };
         let etcd = Column {
             backend: "etcd".to_owned(),
             values: [("rss_idle_mib".to_owned(), 20.0)].into(),
-            error: Some("etcd exited".to_owned()),
+            errors: vec!["etcd exited".to_owned()],
         };
         let text = report::render(&machine, &Counts::quick(), &[embedded, etcd]);
         assert!(text.contains("| measurement | embedded | etcd |"), "{text}");

@@ -22,8 +22,10 @@ use super::{
     resources::{self, RESOURCE_TYPES, ResourceType},
 };
 
-/// Kinds whose objects are never owners (scanning for their dependents would be wasted work).
-pub const NEVER_OWNERS: &[&str] = &["Event", "Lease"];
+/// Kinds whose objects are not treated as owners: they are numerous and churn (a deleted pod
+/// would otherwise cost a scan of its namespace), and in practice nothing names them in
+/// `ownerReferences`. A dependent of one keeps its reference and is not collected.
+pub const NEVER_OWNERS: &[&str] = &["Pod", "Event", "Lease", "Endpoints", "EndpointSlice"];
 
 /// Runs the collector until the queue closes.
 pub async fn run(registry: Arc<Registry>, mut queue: mpsc::UnboundedReceiver<CollectorWork>) {
@@ -113,6 +115,16 @@ fn dependent_types(namespace: Option<&str>) -> impl Iterator<Item = &'static Res
 
 /// Deletes dependents whose only owner is gone; drops the reference from the others.
 async fn orphaned(registry: &Registry, namespace: Option<&str>, uids: &[String]) -> ApiResult<()> {
+    if let Some(namespace) = namespace
+        && let Some(namespaces) = resources::by_kind("Namespace")
+    {
+        match registry.get(namespaces, None, namespace).await {
+            // Everything in a terminating namespace is being deleted anyway.
+            Ok(found) if object::is_deleting(&found) => return Ok(()),
+            Err(error) if error.code == axum::http::StatusCode::NOT_FOUND => return Ok(()),
+            _ => {}
+        }
+    }
     for resource in dependent_types(namespace) {
         for item in registry.all(resource, namespace).await? {
             let owners = object::owner_uids(&item);

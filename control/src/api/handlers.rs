@@ -14,6 +14,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::{
@@ -418,13 +419,32 @@ async fn read_raw(headers: &HeaderMap, body: Body) -> ApiResult<Vec<u8>> {
         .and_then(|length| length.to_str().ok())
         .and_then(|length| length.parse::<usize>().ok());
     if declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES) {
+        drain(body).await;
         return Err(ApiError::too_large(MAX_REQUEST_BODY_BYTES));
     }
-    axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES)
-        .await
-        .map(|bytes| bytes.to_vec())
-        .map_err(|_| ApiError::too_large(MAX_REQUEST_BODY_BYTES))
+    let mut body = body.into_data_stream();
+    let mut raw = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|error| {
+            ApiError::bad_request(format!("reading the request body failed: {error}"))
+        })?;
+        if raw.len() + chunk.len() > MAX_REQUEST_BODY_BYTES {
+            drain(Body::from_stream(body)).await;
+            return Err(ApiError::too_large(MAX_REQUEST_BODY_BYTES));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    Ok(raw)
 }
+
+/// Reads and discards up to [`DRAIN_LIMIT_BYTES`] of a rejected body, so a client that writes
+/// its whole body before reading (most do) gets the `413` instead of a reset connection.
+async fn drain(body: Body) {
+    let _ = axum::body::to_bytes(body, DRAIN_LIMIT_BYTES).await;
+}
+
+/// The most of an oversized body read before answering `413` (beyond it the connection closes).
+const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
 /// A JSON or YAML request body.
 async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<Value> {
@@ -589,12 +609,41 @@ async fn watch_response(
         .and_then(|seconds| seconds.parse::<u64>().ok())
         .filter(|seconds| *seconds > 0)
         .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let send_initial_events = is_true(params.get("sendInitialEvents"));
+    let allow_bookmarks = is_true(params.get("allowWatchBookmarks"));
+    if send_initial_events {
+        let mut errors = Vec::new();
+        if params.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+            errors.push(super::field::FieldError::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !allow_bookmarks {
+            errors.push(super::field::FieldError::forbidden(
+                "allowWatchBookmarks",
+                "sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
+        }
+        if !errors.is_empty() {
+            let mut error = ApiError::invalid(resource, "", &errors);
+            error.message = format!(
+                "ListOptions.meta.k8s.io \"\" is invalid: {}",
+                errors
+                    .iter()
+                    .map(super::field::FieldError::full_message)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Err(error);
+        }
+    }
     let options = WatchOptions {
         labels: list.labels,
         fields: list.fields,
         resource_version,
-        send_initial_events: is_true(params.get("sendInitialEvents")),
-        allow_bookmarks: is_true(params.get("allowWatchBookmarks")),
+        send_initial_events,
+        allow_bookmarks,
         timeout,
     };
     let render: Render = if as_table {
@@ -750,10 +799,12 @@ async fn bind(
         .modify(resource, namespace, name, Part::Internal, options, |pod| {
             let current = pod["spec"]["nodeName"].as_str().unwrap_or_default();
             if !current.is_empty() {
-                return Err(ApiError::conflict(
-                    resource,
-                    name,
-                    &format!("pod {name} is already assigned to node \"{current}\""),
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""
+                    ),
                 ));
             }
             if object::is_deleting(pod) {

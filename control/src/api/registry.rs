@@ -137,6 +137,9 @@ pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
 /// The namespace finalizer (in `spec.finalizers`) the collector removes once it is empty.
 pub const FINALIZER_KUBERNETES: &str = "kubernetes";
 
+/// Namespaces that may not be deleted (upstream's NamespaceLifecycle admission).
+pub const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
 /// Object semantics on a store.
 pub struct Registry {
     pub store: Arc<dyn Store>,
@@ -303,7 +306,12 @@ impl Registry {
         Ok(self.read(resource, namespace, name).await?.0)
     }
 
-    async fn check_namespace_accepts(&self, namespace: &str) -> ApiResult<()> {
+    async fn check_namespace_accepts(
+        &self,
+        resource: &ResourceType,
+        name: &str,
+        namespace: &str,
+    ) -> ApiResult<()> {
         let namespaces = resources::by_kind("Namespace")
             .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
         match self.store.get(&namespaces.key(None, namespace)).await? {
@@ -311,10 +319,10 @@ impl Registry {
             Some(kv) => {
                 let stored = object::decode(&kv, kv.mod_revision).map_err(ApiError::internal)?;
                 if object::is_deleting(&stored) {
-                    Err(ApiError::new(
-                        axum::http::StatusCode::FORBIDDEN,
-                        "Forbidden",
-                        format!(
+                    Err(ApiError::forbidden(
+                        resource,
+                        name,
+                        &format!(
                             "unable to create new content in namespace {namespace} because it is being terminated"
                         ),
                     ))
@@ -364,7 +372,15 @@ impl Registry {
         if resource.namespaced
             && let Some(namespace) = namespace
         {
-            self.check_namespace_accepts(namespace).await?;
+            let name = match object::name(&object) {
+                "" => object["metadata"]["generateName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                name => name.to_owned(),
+            };
+            self.check_namespace_accepts(resource, &name, namespace)
+                .await?;
         }
         let generate_name = object["metadata"]["generateName"]
             .as_str()
@@ -783,9 +799,8 @@ impl Registry {
                 }
             }
         }
-        if part != Part::Status && new.get("spec") != old.get("spec") {
-            let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-            object::metadata_mut(&mut new).insert("generation".into(), json!(generation));
+        if resource.kind == "Service" && part == Part::Main {
+            drop_type_dependent_fields(&mut new, old);
         }
         defaulting::apply_defaults(resource.kind, &mut new);
         if part != Part::Internal {
@@ -800,6 +815,12 @@ impl Registry {
         } else {
             Holdings::default()
         };
+        // Compared after defaulting and allocation, so a body without server-filled fields is
+        // not a spec change.
+        if part != Part::Status && new.get("spec") != old.get("spec") {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            object::metadata_mut(&mut new).insert("generation".into(), json!(generation));
+        }
         if object::without_resource_version(&new) == object::without_resource_version(old) {
             return Ok(old.clone());
         }
@@ -876,6 +897,13 @@ impl Registry {
         name: &str,
         options: &DeleteOptions,
     ) -> ApiResult<Deleted> {
+        if resource.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
+            return Err(ApiError::forbidden(
+                resource,
+                name,
+                "this namespace may not be deleted",
+            ));
+        }
         for _ in 0..RETRIES {
             let (old, revision) = self.read(resource, namespace, name).await?;
             if let Some(uid) = &options.precondition_uid
@@ -1188,5 +1216,78 @@ fn patch_error(resource: &ResourceType, name: &str, error: patch::PatchError) ->
             ),
         ),
         _ => ApiError::bad_request(message),
+    }
+}
+
+fn needs_node_ports(service: &Value) -> bool {
+    matches!(
+        service["spec"]["type"].as_str(),
+        Some("NodePort" | "LoadBalancer")
+    )
+}
+
+/// Upstream's `dropTypeDependentFields`: when an update changes a Service's type, the fields
+/// only the old type had are dropped if the client left them as they were (so that
+/// `{"spec":{"type":"ClusterIP"}}` on a NodePort Service works and frees its node ports).
+fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let new_type = new["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    let old_type = old["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    if new_type == old_type {
+        return;
+    }
+    let Some(spec) = new["spec"].as_object_mut() else {
+        return;
+    };
+    let unchanged = |spec: &serde_json::Map<String, Value>, field: &str| {
+        spec.get(field) == old["spec"].get(field)
+    };
+    if !needs_node_ports(&json!({"spec": {"type": new_type}})) && needs_node_ports(old) {
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for port in ports {
+                let Some(port) = port.as_object_mut() else {
+                    continue;
+                };
+                let old_node_port = old["spec"]["ports"].as_array().and_then(|old_ports| {
+                    old_ports
+                        .iter()
+                        .find(|old_port| old_port.get("port") == port.get("port"))
+                        .and_then(|old_port| old_port.get("nodePort"))
+                });
+                if port.get("nodePort").is_some() && port.get("nodePort") == old_node_port {
+                    port.remove("nodePort");
+                }
+            }
+        }
+        for field in ["externalTrafficPolicy", "healthCheckNodePort"] {
+            if unchanged(spec, field) {
+                spec.remove(field);
+            }
+        }
+    }
+    if new_type != "LoadBalancer" && old_type == "LoadBalancer" {
+        for field in ["allocateLoadBalancerNodePorts", "loadBalancerClass"] {
+            if unchanged(spec, field) {
+                spec.remove(field);
+            }
+        }
+    }
+    if new_type == "ExternalName" {
+        for field in [
+            "clusterIP",
+            "clusterIPs",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "internalTrafficPolicy",
+        ] {
+            if unchanged(spec, field) {
+                spec.remove(field);
+            }
+        }
     }
 }

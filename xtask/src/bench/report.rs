@@ -16,8 +16,8 @@ pub struct Column {
     /// `embedded` or `etcd`.
     pub backend: String,
     pub values: Values,
-    /// Why the run stopped early, if it did (its numbers so far are still shown).
-    pub error: Option<String>,
+    /// The phases that failed and why (the numbers that were measured are still shown).
+    pub errors: Vec<String>,
 }
 
 /// The machine the numbers were taken on.
@@ -66,7 +66,7 @@ impl Cell {
         };
         match rendered {
             Some(text) => text,
-            None if column.error.is_some() => "failed".to_owned(),
+            None if !column.errors.is_empty() => "failed".to_owned(),
             None => "–".to_owned(),
         }
     }
@@ -210,17 +210,18 @@ pub fn render(machine: &Machine, counts: &Counts, columns: &[Column]) -> String 
 
     let failures: Vec<&Column> = columns
         .iter()
-        .filter(|column| column.error.is_some())
+        .filter(|column| !column.errors.is_empty())
         .collect();
     if !failures.is_empty() {
-        out.push_str("\n## Failures\n\n");
+        out.push_str("\n## Failures\n\nCells marked `failed` were not measured.\n\n");
         for column in failures {
-            let error = column.error.as_deref().unwrap_or_default();
-            out.push_str(&format!(
-                "- **{}**: stopped early; cells marked `failed` were not measured:\n\n  ```\n  {}\n  ```\n",
-                column.backend,
-                error.replace('\n', "\n  ")
-            ));
+            out.push_str(&format!("- **{}**:\n", column.backend));
+            for error in &column.errors {
+                out.push_str(&format!(
+                    "\n  ```\n  {}\n  ```\n",
+                    error.trim().replace('\n', "\n  ")
+                ));
+            }
         }
     }
 
