@@ -209,6 +209,39 @@ impl Containerd {
         Paths(&self.dir).cni_ipam_dir()
     }
 
+    /// The CNI `bin_dir` containerd runs plugins from: links to Debian's reference plugins
+    /// ([`CNI_BIN_DIR`]) plus whatever [`Containerd::install_cni_plugin`] added.
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        Paths(&self.dir).cni_bin_dir()
+    }
+
+    /// Copies the plugin executable `binary` into this instance's CNI `bin_dir` under `name` (the
+    /// `type` a conflist names it by), atomically. Returns the installed path.
+    pub fn install_cni_plugin(
+        &self,
+        binary: &Path,
+        name: &str,
+    ) -> Result<PathBuf, ContainerdError> {
+        let bin_dir = self.cni_bin_dir();
+        let destination = bin_dir.join(name);
+        let temporary = bin_dir.join(format!(".{name}.tmp"));
+        let file_error = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| ContainerdError::File {
+                action,
+                path,
+                source,
+            }
+        };
+        std::fs::copy(binary, &temporary)
+            .map_err(file_error("copying the CNI plugin", &temporary))?;
+        std::fs::rename(&temporary, &destination).map_err(file_error(
+            "renaming the CNI plugin into place",
+            &destination,
+        ))?;
+        Ok(destination)
+    }
+
     /// Where image tarballs for this instance are written.
     pub fn images_dir(&self) -> PathBuf {
         Paths(&self.dir).images_dir()
@@ -496,6 +529,9 @@ impl Paths<'_> {
     fn cni_ipam_dir(&self) -> PathBuf {
         self.0.join("cni/ipam")
     }
+    fn cni_bin_dir(&self) -> PathBuf {
+        self.0.join("cni/bin")
+    }
     fn images_dir(&self) -> PathBuf {
         self.0.join("images")
     }
@@ -569,7 +605,7 @@ disabled_plugins = [
           SystemdCgroup = false
 
     [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = "{CNI_BIN_DIR}"
+      bin_dir = "{dir}/cni/bin"
       conf_dir = "{dir}/cni/net.d"
       max_conf_num = 1
 
@@ -586,6 +622,7 @@ fn spawn(dir: &Path, netns: &NetNs) -> Result<Child, ContainerdError> {
     for path in [
         paths.cni_conf_dir(),
         paths.cni_ipam_dir(),
+        paths.cni_bin_dir(),
         paths.images_dir(),
         paths.temp_dir(),
     ] {
@@ -595,6 +632,7 @@ fn spawn(dir: &Path, netns: &NetNs) -> Result<Child, ContainerdError> {
             source,
         })?;
     }
+    link_reference_plugins(&paths.cni_bin_dir())?;
     let config = paths.config();
     std::fs::write(&config, config_toml(dir)).map_err(|source| ContainerdError::File {
         action: "writing the containerd config",
@@ -626,6 +664,27 @@ fn spawn(dir: &Path, netns: &NetNs) -> Result<Child, ContainerdError> {
             netns: netns.name().to_owned(),
             source,
         })
+}
+
+/// Fills the instance's CNI `bin_dir` with symbolic links to every reference plugin in
+/// [`CNI_BIN_DIR`], so a test can add its own plugin beside them without touching the system's.
+fn link_reference_plugins(bin_dir: &Path) -> Result<(), ContainerdError> {
+    let entries = std::fs::read_dir(CNI_BIN_DIR).map_err(|source| ContainerdError::File {
+        action: "listing the reference CNI plugins (run `cargo xtask setup`)",
+        path: PathBuf::from(CNI_BIN_DIR),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let link = bin_dir.join(entry.file_name());
+        std::os::unix::fs::symlink(entry.path(), &link).map_err(|source| {
+            ContainerdError::File {
+                action: "linking a reference CNI plugin",
+                path: link.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Runs `future` to completion on a new thread with its own current-thread tokio runtime, so

@@ -416,6 +416,30 @@ impl CriClient {
         Ok(())
     }
 
+    /// Stops the pod sandbox: its containers, then its network (CNI DEL).
+    pub async fn stop_pod_sandbox(&mut self, pod_id: &str) -> Result<(), CriError> {
+        let object = format!("pod sandbox {pod_id}");
+        self.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.to_owned(),
+            })
+            .await
+            .map_err(|status| self.call_error("StopPodSandbox", &object, status))?;
+        Ok(())
+    }
+
+    /// Removes a stopped pod sandbox with its containers.
+    pub async fn remove_pod_sandbox(&mut self, pod_id: &str) -> Result<(), CriError> {
+        let object = format!("pod sandbox {pod_id}");
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.to_owned(),
+            })
+            .await
+            .map_err(|status| self.call_error("RemovePodSandbox", &object, status))?;
+        Ok(())
+    }
+
     /// Stops the pod sandbox (its containers, then its network) and removes it with its containers.
     pub async fn stop_and_remove_pod_sandbox(&mut self, pod_id: &str) -> Result<(), CriError> {
         let object = format!("pod sandbox {pod_id}");
