@@ -73,6 +73,9 @@ pub fn install_bytes(
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
             .map_err(io("setting the mode of", &temporary))?;
         file.sync_all().map_err(io("syncing", &temporary))?;
+        // Closed before the rename: exec() of a file that is open for writing anywhere fails
+        // with ETXTBSY ("text file busy").
+        drop(file);
         std::fs::rename(&temporary, &destination).map_err(io("renaming into place", &destination))
     })();
     if let Err(error) = written {

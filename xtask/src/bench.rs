@@ -1,5 +1,7 @@
 //! `cargo xtask bench control`: skiff-control's performance on this machine, embedded store and
-//! etcd side by side, written to `docs/bench/control.md` and printed.
+//! etcd side by side, written to `docs/bench/control.md` and printed. `cargo xtask bench cni`:
+//! skiff-cni's ADD/DEL latency next to the reference plugins (workload and report in
+//! `cni/examples/bench_cni.rs`), written to `docs/bench/cni.md`.
 //!
 //! Owns the run: building skiff-control and its `bench_control` example in release; for each
 //! backend a fresh scratch directory under `<target>/bench-control/`, a private etcd-server when
@@ -35,6 +37,22 @@ enum BenchTarget {
     /// skiff-control's API: latency, writes/s, watch fan-out, large lists and memory, on the
     /// embedded store and on etcd side by side.
     Control(ControlArgs),
+    /// skiff-cni's ADD and DEL latency next to Debian's reference ptp + host-local plugins, in
+    /// one run on this machine (needs root: it creates network namespaces).
+    Cni(CniArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CniArgs {
+    /// Pods attached one after another per round (1 to 250).
+    #[arg(long, default_value_t = 200)]
+    pods: usize,
+    /// Rounds; they alternate which plugin goes first.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Where to write the markdown report (relative to the workspace root).
+    #[arg(long, default_value = "docs/bench/cni.md")]
+    output: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,7 +141,43 @@ const RSS_SETTLE: Duration = Duration::from_secs(1);
 pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.target {
         BenchTarget::Control(control) => run_control(root, control),
+        BenchTarget::Cni(cni) => run_cni(root, cni),
     }
+}
+
+/// Builds skiff-cni and its `bench_cni` example in release and runs the example, which owns the
+/// namespaces, the measurement and the report.
+fn run_cni(root: &Path, args: &CniArgs) -> anyhow::Result<()> {
+    println!("bench: building skiff-cni and the bench_cni example (release)");
+    command::run(command::cargo(root).args([
+        "build",
+        "--release",
+        "--package",
+        "skiff-cni",
+        "--bin",
+        "skiff-cni",
+        "--example",
+        "bench_cni",
+    ]))
+    .context("building the benchmark (see the cargo output above)")?;
+    let release = target_dir(root).join("release");
+    let plugin = release.join("skiff-cni");
+    let workload = release.join("examples/bench_cni");
+    let output = root.join(&args.output);
+    if let Some(parent) = output.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    command::run(
+        Command::new(&workload)
+            .arg("--plugin")
+            .arg(&plugin)
+            .args(["--pods", &args.pods.to_string()])
+            .args(["--rounds", &args.rounds.to_string()])
+            .arg("--output")
+            .arg(&output),
+    )
+    .context("the CNI benchmark failed (it needs root and `cargo xtask setup`)")
 }
 
 /// The workspace's target directory (`CARGO_TARGET_DIR` when set).

@@ -32,7 +32,7 @@ enum Command {
     Test(test::TestArgs),
     /// Run setup, then start a busybox pod on a private containerd and print its IP and log.
     Demo,
-    /// Measure on this machine and write a report (not a test): `bench control`.
+    /// Measure on this machine and write a report (not a test): `bench control`, `bench cni`.
     Bench(bench::BenchArgs),
 }
 
