@@ -10,8 +10,8 @@
 //!   again (the netlink layer has already removed what it made). A kill between the two leaves an
 //!   allocation owned by the container, which the runtime's DEL after the failed ADD (or GC)
 //!   releases, and which a retried ADD for the same container reuses.
-//! - DEL releases the address before touching interfaces and never needs the netns, so a pod whose
-//!   netns is already gone never keeps its address.
+//! - DEL releases the address whatever happens to the interfaces (the two run side by side) and
+//!   never needs the netns, so a pod whose netns is already gone never keeps its address.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
@@ -163,11 +163,27 @@ fn add(environment: &Environment, config: &NetworkConfig) -> Result<Value, CniEr
 fn del(environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
     let attachment = attachment(environment)?;
     let store = open_store(config)?;
-    if let Some(address) = store.release(&attachment).map_err(ipam_error)? {
+    let host_ifname = netlink::host_interface_name(&attachment.container_id, &attachment.ifname);
+    // The release (an fsynced write) and the veth's removal (the kernel's teardown, ~20 ms) run
+    // side by side; neither depends on the other, and the release never waits for netlink, so a
+    // netlink failure cannot keep the address. The veth's /32 route outliving the release by a few
+    // milliseconds is harmless: an ADD that reuses the address replaces the route.
+    let span = tracing::Span::current();
+    let (released, deleted) = std::thread::scope(|scope| {
+        let deleting = scope.spawn(|| {
+            let _entered = span.enter();
+            netlink::delete_pod_interface(&host_ifname)
+        });
+        let released = store.release(&attachment);
+        let deleted = deleting
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (released, deleted)
+    });
+    if let Some(address) = released.map_err(ipam_error)? {
         info!(%address, "released");
     }
-    let host_ifname = netlink::host_interface_name(&attachment.container_id, &attachment.ifname);
-    if netlink::delete_pod_interface(&host_ifname).map_err(netlink_error)? {
+    if deleted.map_err(netlink_error)? {
         info!(host_interface = %host_ifname, "deleted the pod's veth");
     }
     Ok(())

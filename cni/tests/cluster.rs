@@ -263,3 +263,17 @@ fn pods_on_three_nodes_reach_every_pod_and_node_over_vxlan() {
     cluster.sync_routes("vxlan");
     cluster.assert_flat_network("vxlan");
 }
+
+#[test]
+fn pods_on_three_nodes_reach_every_pod_and_node_over_vxlan_on_a_shared_segment() {
+    if !privileged("pods_on_three_nodes_reach_every_pod_and_node_over_vxlan_on_a_shared_segment") {
+        return;
+    }
+    let mut cluster = Cluster::shared_l2();
+    cluster.add_pods();
+    cluster.sync_routes("vxlan");
+    cluster.assert_flat_network("vxlan on a shared segment");
+    // Switching to direct routing on the same nodes keeps the network flat.
+    cluster.sync_routes("direct");
+    cluster.assert_flat_network("direct after vxlan");
+}

@@ -385,3 +385,86 @@ fn gc_removes_veths_left_without_an_allocation_and_nothing_else() {
     );
     assert!(pings(&kept, node.address));
 }
+
+#[test]
+fn chained_portmap_publishes_a_host_port_to_the_pod() {
+    if !skiff_tests::privileged::check(
+        "chained_portmap_publishes_a_host_port_to_the_pod",
+        &["ip", "iptables", "/usr/lib/cni/portmap"],
+    ) {
+        return;
+    }
+    // Debian's portmap (containernetworking-plugins 1.1) speaks spec versions up to 1.0.0.
+    let version = "1.0.0";
+    let node = Node::new("cni-node");
+    let pod = NetNs::new("cni-pod").expect("pod namespace");
+    let config = node.config(version, POD_CIDR);
+    let result = node.add(&config, "chained", pod.path()).ok();
+    let address = result_address(&result);
+
+    // portmap after skiff-cni, as in the shipped conflist: it gets skiff-cni's result as
+    // prevResult and the runtime's port mappings.
+    let portmap = |command: &str, prev: &Value| {
+        let conf = json!({
+            "cniVersion": version, "name": "skiff", "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}
+            ]},
+            "prevResult": prev,
+        });
+        let mut command_line = node.netns.command("/usr/lib/cni/portmap");
+        command_line
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(attachment_env(command, "chained", Some(pod.path())))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command_line.spawn().expect("run portmap");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "portmap {command}: {} {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let chained: Value = serde_json::from_str(&portmap("ADD", &result)).unwrap();
+    assert_eq!(
+        result_address(&chained),
+        address,
+        "portmap kept skiff-cni's result"
+    );
+
+    // A server in the pod on port 80, reached from the node at its own address, port 8080.
+    let listener = pod
+        .run(|| std::net::TcpListener::bind(("0.0.0.0", 80)))
+        .unwrap()
+        .unwrap();
+    let target = std::net::SocketAddr::from((node.address, 8080));
+    let stream = node
+        .netns
+        .run(|| std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(3)))
+        .unwrap();
+    assert!(
+        stream.is_ok(),
+        "{version}: hostPort 8080 did not reach the pod: {stream:?}"
+    );
+    let (_, peer) = listener.accept().unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(node.address));
+
+    portmap("DEL", &chained);
+    let mut deleted = config.clone();
+    deleted["prevResult"] = chained;
+    node.del(&deleted, "chained", Some(pod.path())).ok();
+    node.assert_clean(version);
+}
