@@ -1,19 +1,320 @@
-//! skiff-kubelet: Skiff's node agent: runs pods through containerd over CRI.
+//! skiff-kubelet: Skiff's node agent.
 //!
-//! Not built yet: today this binary only answers `--help` and `--version`. Any other use
-//! says that the capability does not exist yet and exits non-zero, so nothing mistakes it for
-//! a working component.
+//! Today it runs the node side: registers the Node, keeps its status and `kube-node-lease` Lease
+//! fresh, hands `spec.podCIDR` to skiff-cni through `--pod-cidr-file`, and marks the Node
+//! NotReady on SIGTERM/SIGINT before exiting 0. The pod side (CRI, pod workers, probes, static
+//! pods, the :10250 server) is not wired in yet: its flags are accepted and say so in `--help`.
+//!
+//! Owns flag parsing with upstream's names and defaults, logging, signals and composition;
+//! everything else is the library's (`skiff_kubelet::node`, `skiff_kubelet::host`).
 
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
 use clap::Parser;
+use skiff_kubelet::{
+    host,
+    node::{self, NodeConfig},
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
 
-/// Skiff's node agent: runs pods through containerd over CRI.
+/// Skiff's node agent: registers this machine as a Kubernetes Node and keeps it reported.
+///
+/// Flags keep upstream kubelet's names and defaults. Running pods through containerd (CRI) is not
+/// built into this binary yet; the flags for it are accepted so unit files need not change.
 #[derive(Parser, Debug)]
 #[command(name = "skiff-kubelet", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    /// Path to a kubeconfig file saying how to connect to the API server (skiff-control or
+    /// kube-apiserver) and with which credentials.
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: PathBuf,
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!(
-        "pod workers, probes, node status and leases are not built yet (tracked in issue #6); this binary only answers --help and --version"
-    )
+    /// Use this name as the Node's name instead of the host name (lowercased, as upstream).
+    #[arg(long, value_name = "NAME")]
+    hostname_override: Option<String>,
+
+    /// The CRI endpoint of the container runtime. Not used yet (the pod side is not in this
+    /// binary): nodeInfo.containerRuntimeVersion reports "containerd://unknown".
+    #[arg(
+        long,
+        value_name = "ENDPOINT",
+        default_value = "unix:///run/containerd/containerd.sock"
+    )]
+    container_runtime_endpoint: String,
+
+    /// Directory for the kubelet's files; its filesystem is the node's ephemeral-storage.
+    /// Created when missing.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
+    root_dir: PathBuf,
+
+    /// Directory of static pod manifests. Not used yet (static pods are not built).
+    #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/manifests")]
+    pod_manifest_path: PathBuf,
+
+    /// The Node's InternalIP. Default: the first non-loopback IPv4 address of the interface
+    /// holding the default route.
+    #[arg(long, value_name = "IP")]
+    node_ip: Option<IpAddr>,
+
+    /// The kubelet's port, published in status.daemonEndpoints (the :10250 server itself is not
+    /// built yet).
+    #[arg(long, value_name = "PORT", default_value_t = 10250)]
+    port: u16,
+
+    /// Root cgroup for pods. Not used yet (the pod side is not in this binary).
+    #[arg(long, value_name = "PATH")]
+    cgroup_root: Option<PathBuf>,
+
+    /// The IPv4 pod CIDR to use when the Node has no spec.podCIDR; it is then set on the Node.
+    /// A podCIDR the Node already has always wins.
+    #[arg(long, value_name = "CIDR", value_parser = node::pod_cidr::parse_ipv4_cidr)]
+    pod_cidr: Option<String>,
+
+    /// The file the Node's pod CIDR is written to for skiff-cni (atomically, when it changes).
+    #[arg(long, value_name = "PATH", default_value = node::DEFAULT_POD_CIDR_FILE)]
+    pod_cidr_file: PathBuf,
+
+    /// How often node status is computed and patched when it changed (Go duration: 10s, 1m30s,
+    /// 500ms). Unchanged status is still patched every 5m.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_go_duration)]
+    node_status_update_frequency: Duration,
+
+    /// Log verbosity as klog's --v: 0-2 info, 3-4 debug, 5 and more trace. A tracing filter in
+    /// SKIFF_KUBELET_LOG (or else RUST_LOG) takes precedence.
+    #[arg(long = "v", short = 'v', value_name = "LEVEL", default_value_t = 0)]
+    verbosity: u8,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.verbosity)?;
+    // Install the handlers first: a SIGTERM during registration must still stop cleanly.
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => info!("received SIGTERM"),
+            _ = interrupt.recv() => info!("received SIGINT"),
+        }
+    };
+
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let node_name = node_name(cli.hostname_override.as_deref(), &host_name)
+        .map_err(anyhow::Error::msg)
+        .context("choosing the Node's name (--hostname-override)")?;
+    let node_ip = match cli.node_ip {
+        Some(address) => address,
+        None => IpAddr::V4(host::default_node_ip().context("choosing the Node's IP")?),
+    };
+    std::fs::create_dir_all(&cli.root_dir)
+        .with_context(|| format!("creating --root-dir {}", cli.root_dir.display()))?;
+    report_runtime_endpoint(&cli.container_runtime_endpoint);
+    info!(
+        pod_manifest_path = %cli.pod_manifest_path.display(),
+        cgroup_root = ?cli.cgroup_root,
+        "static pods and pod cgroups are not built yet; their flags are recorded only"
+    );
+
+    let mut config = NodeConfig::new(cli.kubeconfig, node_name, node_ip);
+    config.kubelet_port = cli.port;
+    config.root_dir = cli.root_dir;
+    config.pod_cidr = cli.pod_cidr;
+    config.pod_cidr_file = cli.pod_cidr_file;
+    config.node_status_update_frequency = cli.node_status_update_frequency;
+    info!(
+        node = %config.node_name,
+        node_ip = %config.node_ip,
+        kubeconfig = %config.kubeconfig.display(),
+        "starting skiff-kubelet (node side)"
+    );
+    node::run_node_agent(&config, shutdown)
+        .await
+        .with_context(|| format!("running the node side of {}", config.node_name))?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Logs to stderr; the filter is SKIFF_KUBELET_LOG, else RUST_LOG, else derived from --v.
+fn init_logging(verbosity: u8) -> anyhow::Result<()> {
+    let filter = std::env::var("SKIFF_KUBELET_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| level_for_verbosity(verbosity).to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("invalid log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
+}
+
+/// klog's `--v` as a tracing level.
+fn level_for_verbosity(verbosity: u8) -> &'static str {
+    match verbosity {
+        0..=2 => "info",
+        3..=4 => "debug",
+        _ => "trace",
+    }
+}
+
+/// Upstream's `GetHostname`: the override, else the host name; trimmed, lowercased, non-empty.
+fn node_name(hostname_override: Option<&str>, host_name: &str) -> Result<String, String> {
+    let name = hostname_override
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .unwrap_or(host_name)
+        .trim();
+    if name.is_empty() {
+        return Err("empty hostname is invalid".to_owned());
+    }
+    Ok(name.to_lowercase())
+}
+
+/// The socket path of a `unix://` CRI endpoint.
+fn unix_socket_path(endpoint: &str) -> Result<PathBuf, String> {
+    endpoint
+        .strip_prefix("unix://")
+        .filter(|path| path.starts_with('/'))
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            format!(
+                "{endpoint:?} is not a unix:///absolute/path endpoint (the only kind supported)"
+            )
+        })
+}
+
+/// Says what is known about the runtime the pod side will use.
+fn report_runtime_endpoint(endpoint: &str) {
+    match unix_socket_path(endpoint) {
+        Ok(path) if path.exists() => info!(
+            "container runtime socket {} exists; CRI is not queried yet, reporting {}",
+            path.display(),
+            host::UNKNOWN_CONTAINER_RUNTIME_VERSION
+        ),
+        Ok(path) => warn!(
+            "container runtime socket {} does not exist; reporting {} (the pod side is not in this binary yet)",
+            path.display(),
+            host::UNKNOWN_CONTAINER_RUNTIME_VERSION
+        ),
+        Err(problem) => warn!("--container-runtime-endpoint: {problem}"),
+    }
+}
+
+/// Go's `time.ParseDuration` for non-negative durations: `10s`, `1m30s`, `500ms`, `1.5h`
+/// (units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`).
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (e.g. 10s, 1m30s, 500ms)");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let number_length = rest
+            .find(|character: char| !(character.is_ascii_digit() || character == '.'))
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..number_length].parse().map_err(|_| invalid())?;
+        rest = &rest[number_length..];
+        let unit_length = rest
+            .find(|character: char| character.is_ascii_digit() || character == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_length] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_length..];
+        total += number * seconds_per_unit;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse_like_time_parse_duration() {
+        assert_eq!(parse_go_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("10x").is_err());
+        assert!(parse_go_duration("s").is_err());
+    }
+
+    #[test]
+    fn node_name_is_the_lowercased_override_or_host_name() {
+        assert_eq!(node_name(Some(" Node-A "), "host"), Ok("node-a".to_owned()));
+        assert_eq!(node_name(None, "Worker-1\n"), Ok("worker-1".to_owned()));
+        assert_eq!(node_name(Some(""), "host"), Ok("host".to_owned()));
+        assert_eq!(
+            node_name(None, " \n"),
+            Err("empty hostname is invalid".to_owned())
+        );
+    }
+
+    #[test]
+    fn verbosity_maps_to_tracing_levels() {
+        assert_eq!(level_for_verbosity(0), "info");
+        assert_eq!(level_for_verbosity(2), "info");
+        assert_eq!(level_for_verbosity(4), "debug");
+        assert_eq!(level_for_verbosity(6), "trace");
+    }
+
+    #[test]
+    fn runtime_endpoints_must_be_unix_sockets() {
+        assert_eq!(
+            unix_socket_path("unix:///run/containerd/containerd.sock"),
+            Ok(PathBuf::from("/run/containerd/containerd.sock"))
+        );
+        assert!(unix_socket_path("tcp://127.0.0.1:1234").is_err());
+        assert!(unix_socket_path("unix://relative.sock").is_err());
+    }
+
+    #[test]
+    fn flags_have_upstream_defaults() {
+        let cli = Cli::try_parse_from(["skiff-kubelet", "--kubeconfig", "/k"]).unwrap();
+        assert_eq!(
+            cli.container_runtime_endpoint,
+            "unix:///run/containerd/containerd.sock"
+        );
+        assert_eq!(cli.root_dir, PathBuf::from("/var/lib/kubelet"));
+        assert_eq!(
+            cli.pod_manifest_path,
+            PathBuf::from("/etc/kubernetes/manifests")
+        );
+        assert_eq!(cli.port, 10250);
+        assert_eq!(cli.pod_cidr_file, PathBuf::from("/run/skiff/podcidr"));
+        assert_eq!(cli.node_status_update_frequency, Duration::from_secs(10));
+        assert_eq!(cli.node_ip, None);
+        assert!(Cli::try_parse_from(["skiff-kubelet"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "skiff-kubelet",
+                "--kubeconfig",
+                "/k",
+                "--pod-cidr",
+                "10.0.0.1/8"
+            ])
+            .is_err()
+        );
+        let verbose =
+            Cli::try_parse_from(["skiff-kubelet", "--kubeconfig", "/k", "--v=3"]).unwrap();
+        assert_eq!(verbose.verbosity, 3);
+    }
 }

@@ -442,20 +442,8 @@ impl CriClient {
 
     /// Stops the pod sandbox (its containers, then its network) and removes it with its containers.
     pub async fn stop_and_remove_pod_sandbox(&mut self, pod_id: &str) -> Result<(), CriError> {
-        let object = format!("pod sandbox {pod_id}");
-        self.runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pod_id.to_owned(),
-            })
-            .await
-            .map_err(|status| self.call_error("StopPodSandbox", &object, status))?;
-        self.runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: pod_id.to_owned(),
-            })
-            .await
-            .map_err(|status| self.call_error("RemovePodSandbox", &object, status))?;
-        Ok(())
+        self.stop_pod_sandbox(pod_id).await?;
+        self.remove_pod_sandbox(pod_id).await
     }
 
     /// Stops and removes every pod sandbox the runtime still has; returns their ids. Goes on after

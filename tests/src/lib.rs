@@ -2,14 +2,16 @@
 //!
 //! Owns everything a privileged test needs to build a topology and tear it down again, even when
 //! the test panics: network namespaces ([`netns`]), veth pairs ([`veth`]), a private containerd per
-//! test ([`containerd`]), local OCI images built from Debian's static busybox ([`oci_image`]) and a
-//! CRI client over containerd's socket ([`cri`]). [`privileged`] decides whether privileged tests
-//! may run. It never touches the machine's own interfaces, routes, firewall or system containerd:
-//! every object it creates lives in namespaces, directories and sockets it created, under unique
-//! names.
+//! test ([`containerd`]), local OCI images built from Debian's static busybox ([`oci_image`]), a
+//! CRI client over containerd's socket ([`cri`]), and skiff-control with an HTTPS client for
+//! tests of other packages ([`control`]; binaries are found by [`workspace_binary`]).
+//! [`privileged`] decides whether privileged tests may run. It never touches the machine's own
+//! interfaces, routes, firewall or system containerd: every object it creates lives in
+//! namespaces, directories and sockets it created, under unique names.
 
 pub mod bpffs;
 pub mod containerd;
+pub mod control;
 pub mod cri;
 pub mod echo;
 pub mod etcd;
@@ -27,6 +29,29 @@ pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// The path of a binary of this workspace (`skiff-control`, `skiff-kubelet`, `skiff-cni`, ...) in
+/// the target directory the running test was built into (`target/debug/<name>`). Cargo gives a
+/// test only its own package's binaries (`CARGO_BIN_EXE_*`); cross-package tests use this.
+/// Panics naming the command that builds it when it is missing (`cargo xtask test` builds every
+/// binary before running tests).
+#[track_caller]
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let test_binary = std::env::current_exe().expect("the running test's path");
+    // <target>/<profile>/deps/<test> -> <target>/<profile>/<name>
+    let profile_dir = test_binary
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("tests run from <target>/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} does not exist: build it first with `cargo build --bins --workspace` \
+         (`cargo xtask test` does)",
+        path.display()
+    );
+    path
 }
 
 /// Whether a process with this pid exists.

@@ -39,6 +39,10 @@ pub fn run(root: &Path, args: &TestArgs) -> anyhow::Result<()> {
     if !args.no_lint {
         lint(root)?;
     }
+    // Cross-package tests run other packages' binaries (`skiff_tests::workspace_binary`).
+    println!("== cargo build --workspace --bins");
+    command::run(command::cargo(root).args(["build", "--workspace", "--bins"]))
+        .context("building the workspace's binaries")?;
     let totals = cargo_test(root, args.filter.as_deref())?;
     let leftovers = leftovers();
     println!(

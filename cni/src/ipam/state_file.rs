@@ -25,7 +25,7 @@ use super::allocator::{Attachment, IpamState};
 pub const VERSION: u32 = 1;
 
 #[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StateDocument {
     version: u32,
     #[serde(default)]
@@ -34,6 +34,7 @@ struct StateDocument {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AllocationRecord {
     ip: Ipv4Addr,
     #[serde(rename = "containerID")]
@@ -124,7 +125,11 @@ mod tests {
 
     #[test]
     fn refuses_other_versions_truncation_and_duplicates() {
-        let cases: [(&[u8], &str); 4] = [
+        let cases: [(&[u8], &str); 5] = [
+            (
+                br#"{"version":1,"allocations":[],"extra":true}"#,
+                "unknown field",
+            ),
             (br#"{"version":2,"allocations":[]}"#, "version 2"),
             (
                 br#"{"version":1,"allocations":[{"ip":"10.0.0.2","#,
