@@ -1,7 +1,9 @@
 //! skiff-kubelet's library: the node agent's parts, each with one job. The `skiff-kubelet` binary
 //! wires them together.
 
+pub mod api_client;
 pub mod cri;
 pub mod host;
 pub mod node;
 pub mod pod;
+pub mod worker;

@@ -1,28 +1,39 @@
 //! skiff-kubelet: Skiff's node agent.
 //!
-//! Today it runs the node side: registers the Node, keeps its status and `kube-node-lease` Lease
+//! It runs the node side: registers the Node, keeps its status and `kube-node-lease` Lease
 //! fresh, hands `spec.podCIDR` to skiff-cni through `--pod-cidr-file`, and marks the Node
-//! NotReady on SIGTERM/SIGINT before exiting 0. The pod side (CRI, pod workers, probes, static
-//! pods, the :10250 server) is not wired in yet: its flags are accepted and say so in `--help`.
+//! NotReady on SIGTERM/SIGINT before exiting 0. When the CRI socket answers, it also runs the pod
+//! side next to it: pod workers that run the pods bound to the node and report their status.
+//! Probes, static pods and the :10250 server are not built yet: their flags are accepted and say
+//! so in `--help`.
 //!
 //! Owns flag parsing with upstream's names and defaults, logging, signals and composition;
-//! everything else is the library's (`skiff_kubelet::node`, `skiff_kubelet::host`).
+//! everything else is the library's (`skiff_kubelet::node`, `skiff_kubelet::worker`,
+//! `skiff_kubelet::host`).
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
 use skiff_kubelet::{
+    cri::Runtime,
     host,
     node::{self, NodeConfig},
+    worker::{self, PodWorkersConfig},
 };
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use tracing::{error, info, warn};
+
+/// How long the runtime gets at start-up to answer `Version` before the pod side is skipped.
+const RUNTIME_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Skiff's node agent: registers this machine as a Kubernetes Node and keeps it reported.
 ///
-/// Flags keep upstream kubelet's names and defaults. Running pods through containerd (CRI) is not
-/// built into this binary yet; the flags for it are accepted so unit files need not change.
+/// Flags keep upstream kubelet's names and defaults. Pods bound to the node are run through the
+/// container runtime (CRI) when its socket answers; without it only the Node is reported.
 #[derive(Parser, Debug)]
 #[command(name = "skiff-kubelet", version, about, long_about = None)]
 struct Cli {
@@ -35,8 +46,8 @@ struct Cli {
     #[arg(long, value_name = "NAME")]
     hostname_override: Option<String>,
 
-    /// The CRI endpoint of the container runtime. Not used yet (the pod side is not in this
-    /// binary): nodeInfo.containerRuntimeVersion reports "containerd://unknown".
+    /// The CRI endpoint of the container runtime. When it does not answer, pods are not run
+    /// and nodeInfo.containerRuntimeVersion reports "containerd://unknown".
     #[arg(
         long,
         value_name = "ENDPOINT",
@@ -48,6 +59,24 @@ struct Cli {
     /// Created when missing.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
     root_dir: PathBuf,
+
+    /// Root of the pod log directories (upstream's `podLogsDir` setting).
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pod_logs_dir: PathBuf,
+
+    /// IP addresses of the cluster DNS server(s), comma-separated; pods with dnsPolicy
+    /// ClusterFirst use them. Without it such pods fall back to the node's resolver, as upstream.
+    #[arg(long, value_name = "IP", value_delimiter = ',')]
+    cluster_dns: Vec<IpAddr>,
+
+    /// The cluster's DNS domain (e.g. cluster.local); pods get `<namespace>.svc.<domain>`,
+    /// `svc.<domain>` and `<domain>` as search domains.
+    #[arg(long, value_name = "DOMAIN", default_value = "")]
+    cluster_domain: String,
+
+    /// Deadline of every CRI call except long-running ones (Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_go_duration)]
+    runtime_request_timeout: Duration,
 
     /// Directory of static pod manifests. Not used yet (static pods are not built).
     #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/manifests")]
@@ -94,12 +123,14 @@ async fn main() -> anyhow::Result<()> {
     // Install the handlers first: a SIGTERM during registration must still stop cleanly.
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let shutdown = async move {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => info!("received SIGTERM"),
             _ = interrupt.recv() => info!("received SIGINT"),
         }
-    };
+        stop.send_replace(true);
+    });
 
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let node_name = node_name(cli.hostname_override.as_deref(), &host_name)
@@ -111,7 +142,8 @@ async fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&cli.root_dir)
         .with_context(|| format!("creating --root-dir {}", cli.root_dir.display()))?;
-    report_runtime_endpoint(&cli.container_runtime_endpoint);
+    let runtime =
+        connect_runtime(&cli.container_runtime_endpoint, cli.runtime_request_timeout).await;
     info!(
         pod_manifest_path = %cli.pod_manifest_path.display(),
         cgroup_root = ?cli.cgroup_root,
@@ -124,17 +156,98 @@ async fn main() -> anyhow::Result<()> {
     config.pod_cidr = cli.pod_cidr;
     config.pod_cidr_file = cli.pod_cidr_file;
     config.node_status_update_frequency = cli.node_status_update_frequency;
+    let pod_side = runtime.map(|(runtime, version)| {
+        config.container_runtime_version =
+            format!("{}://{}", version.runtime_name, version.runtime_version);
+        let mut node = worker::node_context(
+            node_ip,
+            &config.root_dir,
+            &cli.pod_logs_dir,
+            &version.runtime_name,
+        );
+        node.cluster_dns = cli.cluster_dns.iter().map(IpAddr::to_string).collect();
+        node.cluster_domain.clone_from(&cli.cluster_domain);
+        let pod_config = PodWorkersConfig {
+            kubeconfig: config.kubeconfig.clone(),
+            node_name: config.node_name.clone(),
+            node,
+        };
+        let shutdown = wait_for_stop(stopped.clone());
+        tokio::spawn(async move {
+            if let Err(error) = worker::run_pod_workers(pod_config, runtime, shutdown).await {
+                error!("the pod side stopped: {error}");
+            }
+        })
+    });
     info!(
         node = %config.node_name,
         node_ip = %config.node_ip,
         kubeconfig = %config.kubeconfig.display(),
         "starting skiff-kubelet (node side)"
     );
-    node::run_node_agent(&config, shutdown)
-        .await
-        .with_context(|| format!("running the node side of {}", config.node_name))?;
+    let node_side = node::run_node_agent(&config, wait_for_stop(stopped)).await;
+    if let Some(pod_side) = pod_side {
+        pod_side.abort();
+    }
+    node_side.with_context(|| format!("running the node side of {}", config.node_name))?;
     info!("stopped");
     Ok(())
+}
+
+/// Completes once a stop signal was received.
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    // An error means the signal task is gone, which only happens after it sent the stop.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Connects to the CRI runtime at `endpoint` when its socket exists and answers `Version`;
+/// `None` (with the reason logged) means the pod side does not run.
+async fn connect_runtime(
+    endpoint: &str,
+    call_timeout: Duration,
+) -> Option<(Runtime, skiff_kubelet::cri::RuntimeVersion)> {
+    let path = match unix_socket_path(endpoint) {
+        Ok(path) => path,
+        Err(problem) => {
+            warn!("--container-runtime-endpoint: {problem}; pods will not be run");
+            return None;
+        }
+    };
+    if !path.exists() {
+        warn!(
+            "container runtime socket {} does not exist; reporting {} and not running pods",
+            path.display(),
+            host::UNKNOWN_CONTAINER_RUNTIME_VERSION
+        );
+        return None;
+    }
+    let connected = tokio::time::timeout(RUNTIME_CONNECT_TIMEOUT, async {
+        let runtime = Runtime::connect(endpoint, call_timeout).await?;
+        let version = runtime.version().await?;
+        Ok::<_, skiff_kubelet::cri::CriError>((runtime, version))
+    })
+    .await;
+    match connected {
+        Ok(Ok((runtime, version))) => {
+            info!(
+                "container runtime {} {} answers on {}; running pods",
+                version.runtime_name,
+                version.runtime_version,
+                path.display()
+            );
+            Some((runtime, version))
+        }
+        Ok(Err(error)) => {
+            warn!("container runtime at {endpoint}: {error}; pods will not be run");
+            None
+        }
+        Err(_) => {
+            warn!(
+                "container runtime at {endpoint} did not answer within {RUNTIME_CONNECT_TIMEOUT:?}; pods will not be run"
+            );
+            None
+        }
+    }
 }
 
 /// Logs to stderr; the filter is SKIFF_KUBELET_LOG, else RUST_LOG, else derived from --v.
@@ -185,23 +298,6 @@ fn unix_socket_path(endpoint: &str) -> Result<PathBuf, String> {
                 "{endpoint:?} is not a unix:///absolute/path endpoint (the only kind supported)"
             )
         })
-}
-
-/// Says what is known about the runtime the pod side will use.
-fn report_runtime_endpoint(endpoint: &str) {
-    match unix_socket_path(endpoint) {
-        Ok(path) if path.exists() => info!(
-            "container runtime socket {} exists; CRI is not queried yet, reporting {}",
-            path.display(),
-            host::UNKNOWN_CONTAINER_RUNTIME_VERSION
-        ),
-        Ok(path) => warn!(
-            "container runtime socket {} does not exist; reporting {} (the pod side is not in this binary yet)",
-            path.display(),
-            host::UNKNOWN_CONTAINER_RUNTIME_VERSION
-        ),
-        Err(problem) => warn!("--container-runtime-endpoint: {problem}"),
-    }
 }
 
 /// Go's `time.ParseDuration` for non-negative durations: `10s`, `1m30s`, `500ms`, `1.5h`
@@ -302,6 +398,13 @@ mod tests {
         assert_eq!(cli.pod_cidr_file, PathBuf::from("/run/skiff/podcidr"));
         assert_eq!(cli.node_status_update_frequency, Duration::from_secs(10));
         assert_eq!(cli.node_ip, None);
+        assert_eq!(cli.pod_logs_dir, PathBuf::from("/var/log/pods"));
+        assert_eq!(
+            cli.runtime_request_timeout,
+            skiff_kubelet::cri::DEFAULT_RUNTIME_REQUEST_TIMEOUT
+        );
+        assert!(cli.cluster_dns.is_empty());
+        assert_eq!(cli.cluster_domain, "");
         assert!(Cli::try_parse_from(["skiff-kubelet"]).is_err());
         assert!(
             Cli::try_parse_from([

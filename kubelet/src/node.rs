@@ -14,7 +14,6 @@
 //! `main.rs` composes it as `node::run_node_agent(&config, shutdown).await`.
 
 pub mod agent;
-mod client;
 pub mod lease;
 pub mod object;
 pub mod pod_cidr;
@@ -97,24 +96,9 @@ impl NodeConfig {
 /// The node side could not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// The kubeconfig could not be read or understood.
-    #[error("loading kubeconfig {path}: {source}")]
-    Kubeconfig {
-        /// The kubeconfig file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
     /// No API client could be built from the kubeconfig.
-    #[error("building an API client from {path}: {source}")]
-    Client {
-        /// The kubeconfig file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    ApiClient(#[from] crate::api_client::ApiClientError),
     /// An API request failed.
     #[error("{action} for node {node}: {source}")]
     Api {

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use super::{
-    NodeConfig, NodeError, client, lease,
+    NodeConfig, NodeError, lease,
     object::{self, MESSAGE_KUBELET_STOPPING, Readiness},
     pod_cidr::{self, PodCidr},
 };
@@ -52,7 +52,7 @@ pub async fn run_node_agent(
 }
 
 async fn run(config: &NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let client = client::from_kubeconfig(&config.kubeconfig).await?;
+    let client = crate::api_client::from_kubeconfig(&config.kubeconfig).await?;
     let facts = host::read_host_facts(&config.root_dir).map_err(|source| NodeError::Host {
         node: config.node_name.clone(),
         source,
