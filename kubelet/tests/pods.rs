@@ -530,3 +530,56 @@ async fn environment_from_a_config_map_reaches_the_container() {
     let log = node.container_log("greeter", uid, "main");
     assert!(log.contains("stdout F hello-from-config-map"), "log: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pre_stop_hook_runs_before_sigterm_on_delete() {
+    skiff_tests::require_privileges!("containerd", "runc", "ip");
+    let node = Node::start("kprestop").await;
+    // The hook and the SIGTERM trap both write to the container's stdout (its PID 1's), so the
+    // log file shows their order.
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hooked", "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "terminationGracePeriodSeconds": 10,
+            "containers": [{
+                "name": "main",
+                "image": node.busybox,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c",
+                    "trap 'echo got-sigterm; exit 0' TERM; echo started; while true; do sleep 0.2; done"],
+                "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop > /proc/1/fd/1"]}}},
+            }],
+        },
+    });
+    node.apply("hooked", &pod.to_string());
+    let pod = node.wait_pod("hooked", "the pod to be Running", |pod| {
+        pod["status"]["phase"] == "Running"
+    });
+    let uid = pod["metadata"]["uid"].as_str().expect("uid").to_owned();
+
+    let deleted = node
+        .control
+        .kubectl(&["delete", "pod", "hooked", "--wait", "--timeout=60s"]);
+    assert!(
+        deleted.status.success(),
+        "kubectl delete: {}",
+        text(&deleted)
+    );
+    let log = node.container_log("hooked", &uid, "main");
+    let pre_stop = log.find("stdout F pre-stop").unwrap_or_else(|| {
+        panic!(
+            "the preStop hook did not run; log:\n{log}\nkubelet log:\n{}",
+            node.kubelet.log()
+        )
+    });
+    let sigterm = log
+        .find("stdout F got-sigterm")
+        .unwrap_or_else(|| panic!("the container got no SIGTERM; log:\n{log}"));
+    assert!(
+        pre_stop < sigterm,
+        "preStop must run before SIGTERM; log:\n{log}"
+    );
+}

@@ -270,7 +270,7 @@ impl PodWorker {
         let mut all_succeeded = true;
         for action in actions {
             let result = match action {
-                Action::KillContainers(kills) => self.kill_containers(kills).await,
+                Action::KillContainers(kills) => self.kill_containers(pod, kills).await,
                 Action::StopSandbox { sandbox_id } => self
                     .context
                     .runtime
@@ -319,15 +319,22 @@ impl PodWorker {
         all_succeeded
     }
 
-    /// Stops the containers concurrently, each with its grace period.
-    async fn kill_containers(&self, kills: &[KillContainer]) -> Result<(), String> {
-        let stops = kills.iter().map(|kill| {
-            let seconds = stop_timeout(kill.grace_period_seconds, 0);
+    /// Stops the containers concurrently, each within its grace period: its preStop hook first
+    /// (when the plan says so), then `StopContainer` with what the hook left of the grace period.
+    async fn kill_containers(&self, pod: &Pod, kills: &[KillContainer]) -> Result<(), String> {
+        let stops = kills.iter().map(|kill| async move {
+            let started = std::time::Instant::now();
+            if kill.run_pre_stop {
+                self.run_pre_stop(pod, kill).await;
+            }
+            let elapsed = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+            let seconds = stop_timeout(kill.grace_period_seconds, elapsed);
             let timeout = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
             debug!(container = %kill.name, ?timeout, "{}", kill.message);
             self.context
                 .runtime
                 .stop_container(&kill.container_id, timeout)
+                .await
         });
         let failures: Vec<String> = futures_util::future::join_all(stops)
             .await
@@ -339,6 +346,49 @@ impl PodWorker {
             Ok(())
         } else {
             Err(failures.join("; "))
+        }
+    }
+
+    /// Runs the container's preStop hook, bounded by the grace period. `exec` runs through CRI
+    /// ExecSync, `sleep` waits; a failing hook is logged and the stop goes on (upstream's
+    /// `FailedPreStopHook`). `httpGet` hooks are not run yet (logged).
+    async fn run_pre_stop(&self, pod: &Pod, kill: &KillContainer) {
+        let Some(handler) = pod
+            .spec
+            .as_ref()
+            .into_iter()
+            .flat_map(|spec| {
+                spec.containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+            })
+            .find(|container| container.name == kill.name)
+            .and_then(|container| container.lifecycle.as_ref()?.pre_stop.as_ref())
+        else {
+            return;
+        };
+        let grace = Duration::from_secs(u64::try_from(kill.grace_period_seconds).unwrap_or(0));
+        if let Some(exec) = &handler.exec {
+            let command = exec.command.clone().unwrap_or_default();
+            let ran = self
+                .context
+                .runtime
+                .exec_sync(&kill.container_id, command, grace)
+                .await;
+            match ran {
+                Ok(result) if result.exit_code == 0 => {
+                    debug!(container = %kill.name, "preStop hook ran")
+                }
+                Ok(result) => {
+                    warn!(container = %kill.name, exit_code = result.exit_code, "FailedPreStopHook: the preStop hook exited non-zero")
+                }
+                Err(error) => warn!(container = %kill.name, %error, "FailedPreStopHook"),
+            }
+        } else if let Some(sleep) = &handler.sleep {
+            let seconds = Duration::from_secs(u64::try_from(sleep.seconds).unwrap_or(0));
+            tokio::time::sleep(seconds.min(grace)).await;
+        } else if handler.http_get.is_some() {
+            warn!(container = %kill.name, "preStop httpGet hooks are not run yet; stopping without it");
         }
     }
 
