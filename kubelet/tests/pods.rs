@@ -583,3 +583,75 @@ async fn pre_stop_hook_runs_before_sigterm_on_delete() {
         "preStop must run before SIGTERM; log:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_policies_decide_restarts_and_final_phases() {
+    skiff_tests::require_privileges!("containerd", "runc", "ip");
+    let node = Node::start("kpodpolicy").await;
+    // Never + non-zero exit → Failed, no restart.
+    node.apply_pod("never-fails", &node.busybox, "exit 3", "Never");
+    // OnFailure + exit 0 → Succeeded, no restart.
+    node.apply_pod("onfailure-succeeds", &node.busybox, "exit 0", "OnFailure");
+    // OnFailure + non-zero exit → restarted.
+    node.apply_pod("onfailure-fails", &node.busybox, "exit 1", "OnFailure");
+
+    let failed = node.wait_pod("never-fails", "the pod to fail", |pod| {
+        pod["status"]["phase"] == "Failed"
+    });
+    let main = &failed["status"]["containerStatuses"][0];
+    assert_eq!(main["state"]["terminated"]["exitCode"], 3, "{main}");
+    assert_eq!(main["state"]["terminated"]["reason"], "Error", "{main}");
+    assert_eq!(main["restartCount"], 0, "{main}");
+
+    let succeeded = node.wait_pod("onfailure-succeeds", "the pod to succeed", |pod| {
+        pod["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(
+        succeeded["status"]["containerStatuses"][0]["restartCount"],
+        0
+    );
+
+    let restarted = node.wait_pod("onfailure-fails", "a restart", |pod| {
+        pod["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .is_some_and(|count| count >= 1)
+    });
+    assert_ne!(
+        restarted["status"]["phase"], "Failed",
+        "OnFailure keeps the pod going"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_ignoring_sigterm_is_killed_after_the_grace_period() {
+    skiff_tests::require_privileges!("containerd", "runc", "ip");
+    let node = Node::start("kpodstubborn").await;
+    node.apply_pod(
+        "stubborn",
+        &node.busybox,
+        "trap '' TERM; while true; do sleep 0.2; done",
+        "Always",
+    );
+    node.wait_pod("stubborn", "the pod to be Running", |pod| {
+        pod["status"]["phase"] == "Running"
+    });
+    let started = Instant::now();
+    let deleted = node
+        .control
+        .kubectl(&["delete", "pod", "stubborn", "--wait", "--timeout=60s"]);
+    let took = started.elapsed();
+    assert!(
+        deleted.status.success(),
+        "kubectl delete: {}",
+        text(&deleted)
+    );
+    // SIGTERM is ignored, so only SIGKILL at the end of the grace period stops it.
+    assert!(
+        took >= Duration::from_secs(GRACE_PERIOD_SECONDS),
+        "deleted after {took:?}, before the {GRACE_PERIOD_SECONDS}s grace period ended"
+    );
+    assert!(
+        took < Duration::from_secs(GRACE_PERIOD_SECONDS + 10),
+        "deletion took {took:?} with a {GRACE_PERIOD_SECONDS}s grace period"
+    );
+}
