@@ -920,6 +920,42 @@ fn condition(
 }
 
 /// Go's `fmt.Sprintf("%s", []string{...})`: `[a b]`.
+/// A condition that is True unless some containers have an unknown status or are `problem.1`
+/// (described as "containers with <problem.0> status: [...]", upstream's wording); then False with
+/// `reason` and both lists in the message.
+fn containers_condition(
+    type_: &str,
+    unknown: &[&str],
+    problem: (&str, &[&str]),
+    reason: &'static str,
+    generation: Option<i64>,
+) -> PodCondition {
+    let (adjective, names) = problem;
+    let mut messages = Vec::new();
+    if !unknown.is_empty() {
+        messages.push(format!(
+            "containers with unknown status: {}",
+            go_list(unknown)
+        ));
+    }
+    if !names.is_empty() {
+        messages.push(format!(
+            "containers with {adjective} status: {}",
+            go_list(names)
+        ));
+    }
+    if messages.is_empty() {
+        return condition(type_, true, None, None, generation);
+    }
+    condition(
+        type_,
+        false,
+        Some(reason),
+        Some(messages.join(", ")),
+        generation,
+    )
+}
+
 fn go_list(names: &[&str]) -> String {
     format!("[{}]", names.join(" "))
 }
@@ -952,27 +988,11 @@ fn containers_ready_condition(
         };
         return condition("ContainersReady", false, Some(reason), None, generation);
     }
-    let mut messages = Vec::new();
-    if !unknown.is_empty() {
-        messages.push(format!(
-            "containers with unknown status: {}",
-            go_list(&unknown)
-        ));
-    }
-    if !unready.is_empty() {
-        messages.push(format!(
-            "containers with unready status: {}",
-            go_list(&unready)
-        ));
-    }
-    if messages.is_empty() {
-        return condition("ContainersReady", true, None, None, generation);
-    }
-    condition(
+    containers_condition(
         "ContainersReady",
-        false,
-        Some(CONTAINERS_NOT_READY),
-        Some(messages.join(", ")),
+        &unknown,
+        ("unready", &unready),
+        CONTAINERS_NOT_READY,
         generation,
     )
 }
@@ -1058,27 +1078,11 @@ fn initialized_condition(
     if regular_started {
         return condition("Initialized", true, None, None, generation);
     }
-    let mut messages = Vec::new();
-    if !unknown.is_empty() {
-        messages.push(format!(
-            "containers with unknown status: {}",
-            go_list(&unknown)
-        ));
-    }
-    if !incomplete.is_empty() {
-        messages.push(format!(
-            "containers with incomplete status: {}",
-            go_list(&incomplete)
-        ));
-    }
-    if messages.is_empty() {
-        return condition("Initialized", true, None, None, generation);
-    }
-    condition(
+    containers_condition(
         "Initialized",
-        false,
-        Some(CONTAINERS_NOT_INITIALIZED),
-        Some(messages.join(", ")),
+        &unknown,
+        ("incomplete", &incomplete),
+        CONTAINERS_NOT_INITIALIZED,
         generation,
     )
 }
