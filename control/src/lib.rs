@@ -5,5 +5,6 @@
 pub mod api;
 pub mod auth;
 pub mod kubeconfig;
+pub mod kubelet_client;
 pub mod pki;
 pub mod server;

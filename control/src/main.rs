@@ -227,9 +227,12 @@ async fn main() -> anyhow::Result<()> {
             cli.compaction_keep_revisions,
         ));
     }
+    let kubelet = skiff_control::kubelet_client::KubeletClient::load_or_create(&cli.data_dir)
+        .context("setting up the kubelet client certificate (pods/log)")?;
     let resources = Arc::new(handlers::ResourceApi {
         registry,
         server_address: server::client_address(advertise).to_string(),
+        kubelet: Arc::new(kubelet),
     });
     let state = Arc::new(server::ApiState {
         store,

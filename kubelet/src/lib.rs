@@ -6,4 +6,5 @@ pub mod cri;
 pub mod host;
 pub mod node;
 pub mod pod;
+pub mod server;
 pub mod worker;

@@ -4,8 +4,9 @@
 //! fresh, hands `spec.podCIDR` to skiff-cni through `--pod-cidr-file`, and marks the Node
 //! NotReady on SIGTERM/SIGINT before exiting 0. When the CRI socket answers, it also runs the pod
 //! side next to it: pod workers that run the pods bound to the node and report their status.
-//! Probes, static pods and the :10250 server are not built yet: their flags are accepted and say
-//! so in `--help`.
+//! It serves `/healthz`, `/pods`, `/containerLogs` and `/metrics` over HTTPS on
+//! `--address:--port` (`skiff_kubelet::server`). Static pods from `--pod-manifest-path` run even
+//! while the API is unreachable and show in the API as mirror pods once it answers.
 //!
 //! Owns flag parsing with upstream's names and defaults, logging, signals and composition;
 //! everything else is the library's (`skiff_kubelet::node`, `skiff_kubelet::worker`,
@@ -19,6 +20,7 @@ use skiff_kubelet::{
     cri::Runtime,
     host,
     node::{self, NodeConfig},
+    server::{Server, ServerOptions, ServerState, tls::ServingCertificate},
     worker::{self, PodWorkersConfig},
 };
 use tokio::{
@@ -78,7 +80,9 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_go_duration)]
     runtime_request_timeout: Duration,
 
-    /// Directory of static pod manifests. Not used yet (static pods are not built).
+    /// Directory of static pod manifests (or one manifest file), read every 2s; each holds one
+    /// Pod, run on this node and shown in the API as a mirror pod. A missing directory means no
+    /// static pods.
     #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/manifests")]
     pod_manifest_path: PathBuf,
 
@@ -87,10 +91,29 @@ struct Cli {
     #[arg(long, value_name = "IP")]
     node_ip: Option<IpAddr>,
 
-    /// The kubelet's port, published in status.daemonEndpoints (the :10250 server itself is not
-    /// built yet).
+    /// The port of the kubelet's HTTPS server (logs, pods, metrics, healthz), published in
+    /// status.daemonEndpoints.
     #[arg(long, value_name = "PORT", default_value_t = 10250)]
     port: u16,
+
+    /// The IP address the kubelet's HTTPS server listens on (0.0.0.0 for all interfaces).
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    address: IpAddr,
+
+    /// The serving certificate (PEM, chain after it) of the HTTPS server. Without it and
+    /// --tls-private-key-file, a self-signed pair is generated into <root-dir>/pki/kubelet.crt|key.
+    #[arg(long, value_name = "PATH", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) matching --tls-cert-file.
+    #[arg(long, value_name = "PATH", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) that client certificates of the HTTPS server must be signed by; any such
+    /// certificate may use every endpoint. Default: the kubeconfig's cluster CA. Requests
+    /// without a valid certificate get 401, except /healthz.
+    #[arg(long, value_name = "PATH")]
+    client_ca_file: Option<PathBuf>,
 
     /// Root cgroup for pods. Not used yet (the pod side is not in this binary).
     #[arg(long, value_name = "PATH")]
@@ -145,9 +168,8 @@ async fn main() -> anyhow::Result<()> {
     let runtime =
         connect_runtime(&cli.container_runtime_endpoint, cli.runtime_request_timeout).await;
     info!(
-        pod_manifest_path = %cli.pod_manifest_path.display(),
         cgroup_root = ?cli.cgroup_root,
-        "static pods and pod cgroups are not built yet; their flags are recorded only"
+        "pod cgroups are not built yet; --cgroup-root is recorded only"
     );
 
     let mut config = NodeConfig::new(cli.kubeconfig, node_name, node_ip);
@@ -156,6 +178,33 @@ async fn main() -> anyhow::Result<()> {
     config.pod_cidr = cli.pod_cidr;
     config.pod_cidr_file = cli.pod_cidr_file;
     config.node_status_update_frequency = cli.node_status_update_frequency;
+    let pods = worker::PodRegistry::default();
+    let server = start_server(
+        &ServerOptions {
+            address: cli.address,
+            port: cli.port,
+            serving: ServingCertificate {
+                files: cli.tls_cert_file.zip(cli.tls_private_key_file),
+                root_dir: config.root_dir.clone(),
+                node_name: config.node_name.clone(),
+                node_ip,
+            },
+            client_ca_file: cli.client_ca_file,
+            kubeconfig: config.kubeconfig.clone(),
+        },
+        ServerState::new(
+            config.node_name.clone(),
+            pods.clone(),
+            runtime.as_ref().map(|(runtime, _)| runtime.clone()),
+            cli.pod_logs_dir.clone(),
+        ),
+        wait_for_stop(stopped.clone()),
+    )
+    .await;
+    if let Some((_, port)) = &server {
+        // With --port 0 the Node publishes the port the system chose.
+        config.kubelet_port = *port;
+    }
     let pod_side = runtime.map(|(runtime, version)| {
         config.container_runtime_version =
             format!("{}://{}", version.runtime_name, version.runtime_version);
@@ -171,6 +220,8 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig: config.kubeconfig.clone(),
             node_name: config.node_name.clone(),
             node,
+            pods: pods.clone(),
+            pod_manifest_path: Some(cli.pod_manifest_path.clone()),
         };
         let shutdown = wait_for_stop(stopped.clone());
         tokio::spawn(async move {
@@ -189,9 +240,43 @@ async fn main() -> anyhow::Result<()> {
     if let Some(pod_side) = pod_side {
         pod_side.abort();
     }
+    if let Some((server, _)) = server {
+        server.abort();
+    }
     node_side.with_context(|| format!("running the node side of {}", config.node_name))?;
     info!("stopped");
     Ok(())
+}
+
+/// Starts the :10250 server; its task and bound port. A server that cannot start (the port is
+/// taken, a certificate is unusable) is logged as an error and the kubelet runs without it: the
+/// Node and its pods matter more than `kubectl logs`.
+async fn start_server(
+    options: &ServerOptions,
+    state: std::sync::Arc<ServerState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<(tokio::task::JoinHandle<()>, u16)> {
+    let bound = async {
+        let server = Server::bind(options).await?;
+        let address =
+            server
+                .local_addr()
+                .map_err(|source| skiff_kubelet::server::ServerError::Bind {
+                    address: std::net::SocketAddr::from((options.address, options.port)),
+                    source,
+                })?;
+        Ok::<_, skiff_kubelet::server::ServerError>((server, address))
+    };
+    match bound.await {
+        Ok((server, address)) => {
+            info!(%address, "serving the kubelet API (logs, pods, metrics, healthz) over HTTPS");
+            Some((tokio::spawn(server.serve(state, shutdown)), address.port()))
+        }
+        Err(error) => {
+            error!("the kubelet server is not running (kubectl logs will fail): {error}");
+            None
+        }
+    }
 }
 
 /// Completes once a stop signal was received.
@@ -395,6 +480,20 @@ mod tests {
             PathBuf::from("/etc/kubernetes/manifests")
         );
         assert_eq!(cli.port, 10250);
+        assert_eq!(cli.address, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(cli.tls_cert_file, None);
+        assert_eq!(cli.client_ca_file, None);
+        assert!(
+            Cli::try_parse_from([
+                "skiff-kubelet",
+                "--kubeconfig",
+                "/k",
+                "--tls-cert-file",
+                "/c"
+            ])
+            .is_err(),
+            "a certificate needs its key"
+        );
         assert_eq!(cli.pod_cidr_file, PathBuf::from("/run/skiff/podcidr"));
         assert_eq!(cli.node_status_update_frequency, Duration::from_secs(10));
         assert_eq!(cli.node_ip, None);

@@ -29,10 +29,13 @@ pub mod image;
 pub mod labels;
 pub mod observed;
 pub mod plan;
+pub mod probe;
 pub mod quantity;
 pub mod resources;
 pub mod sandbox;
+pub mod static_pod;
 pub mod status;
+pub mod volume;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 pub use k8s_openapi::jiff;

@@ -4,8 +4,8 @@
 //! Owns the Pod watch (`fieldSelector=spec.nodeName=<node>`), one tokio task per pod UID (the
 //! pod worker, [`pod_worker`]), and every I/O step of a sync round: observing CRI state by the
 //! `io.kubernetes.pod.uid` label ([`observe`]), executing [`crate::pod::plan::Action`]s with the
-//! CRI client, creating the pod's host directories (log directory, `emptyDir` volumes, the
-//! managed hosts file), patching `pods/<name>/status` and deleting a terminated pod with
+//! CRI client, creating the pod's host directories (log directory, volumes through
+//! `volumes`, the managed hosts file), patching `pods/<name>/status` and deleting a terminated pod with
 //! `gracePeriodSeconds=0` ([`api`]).
 //!
 //! Must not decide anything about pods itself: configs, plans, phases, reasons and grace periods
@@ -15,13 +15,23 @@
 //! `main.rs` composes it as `worker::run_pod_workers(config, runtime, shutdown).await` next to
 //! the node side, once the CRI runtime answered `Version`.
 //!
-//! Not built yet: probes (no prober: readiness follows the containers' running state), lifecycle
-//! hooks, volumes other than `emptyDir` (always a plain directory), RuntimeClass handlers,
-//! termination message files, pod cgroups, static pods, Kubernetes Events.
+//! Probes and the `postStart`/`preStop` hooks run from the pod worker ([`prober`] does the
+//! exec/HTTP/TCP I/O, [`crate::pod::probe`] decides); HTTPS and gRPC probes are reported as
+//! unsupported failures.
+//!
+//! Not built yet: PVC/CSI volumes, tmpfs-backed secret and `medium: Memory` volumes, RuntimeClass
+//! handlers, termination message files, pod cgroups.
+//!
+//! Static pods are a second pod source ([`static_pods`]): manifest files run without the API,
+//! shown there as mirror pods; the watch never runs a mirror pod as an ordinary pod.
 
 mod api;
+pub mod events;
 mod observe;
 mod pod_worker;
+mod prober;
+mod static_pods;
+mod volumes;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -60,7 +70,16 @@ pub struct PodWorkersConfig {
     pub node_name: String,
     /// Node-wide inputs of every pod's configuration.
     pub node: NodeContext,
+    /// `--pod-manifest-path`: the static pod manifests (none: no static pods).
+    pub pod_manifest_path: Option<PathBuf>,
+    /// Filled with the pods this node runs, for readers outside the pod side (the `:10250`
+    /// server's `/pods` and `/containerLogs`).
+    pub pods: PodRegistry,
 }
+
+/// The pods bound to this node as the API last showed them, by UID. The pod side writes it
+/// (one entry per pod worker, removed when the pod leaves the API); everyone else only reads.
+pub type PodRegistry = Arc<std::sync::RwLock<std::collections::BTreeMap<String, Arc<Pod>>>>;
 
 /// The pod side could not start or keep watching.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +134,9 @@ pub(crate) struct PodUpdate {
     pub pod: Arc<Pod>,
     /// The API no longer has the pod: stop everything and forget it.
     pub gone: bool,
+    /// A static pod's current mirror pod in the API (its status is patched there); `None` for
+    /// ordinary pods and while the API has none.
+    pub mirror: Option<Arc<Pod>>,
 }
 
 /// A running pod worker as the dispatcher holds it.
@@ -128,6 +150,8 @@ pub(crate) struct WorkerContext {
     pub runtime: Runtime,
     pub client: kube::Client,
     pub node: NodeContext,
+    /// Events about the pods (`Pulled`, `Started`, `BackOff`, `Unhealthy`, ...).
+    pub events: events::EventRecorder,
 }
 
 /// Runs the pod side until `shutdown` completes: watches the pods bound to `config.node_name`
@@ -146,17 +170,23 @@ pub async fn run_pod_workers(
         runtime,
         client: client.clone(),
         node: config.node,
+        events: events::EventRecorder::new(client.clone(), &config.node_name),
     });
-    let pods: kube::Api<Pod> = kube::Api::all(client);
+    let pods: kube::Api<Pod> = kube::Api::all(client.clone());
     let selector = format!("spec.nodeName={}", config.node_name);
     let mut events = std::pin::pin!(
         watcher(pods, watcher::Config::default().fields(&selector)).default_backoff()
     );
+    let (mut static_source, statics, initial_static_pods) =
+        static_pods::start(config.pod_manifest_path, &config.node_name, client.clone()).await;
     let mut dispatcher = Dispatcher {
         context,
         workers: HashMap::new(),
         listed: None,
+        pods: config.pods,
+        statics,
     };
+    dispatcher.sync_static_pods(initial_static_pods);
     info!(node = %config.node_name, "pod workers watching pods bound to this node");
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -167,6 +197,7 @@ pub async fn run_pod_workers(
                 Some(Err(error)) => warn!("watching pods with {selector}: {error}"),
                 None => break,
             },
+            event = static_source.next() => dispatcher.handle_static(event),
         }
     }
     dispatcher.abort_all();
@@ -179,10 +210,18 @@ struct Dispatcher {
     workers: HashMap<String, WorkerHandle>,
     /// UIDs seen during a (re)list in progress.
     listed: Option<HashSet<String>>,
+    /// The pods of the workers, for readers outside the pod side.
+    pods: PodRegistry,
+    /// Static pods from the manifest files and the API's mirror pods.
+    statics: static_pods::StaticPods,
 }
 
 impl Dispatcher {
     async fn handle(&mut self, event: watcher::Event<Pod>) {
+        // Mirror pods show static pods in the API; they are never run as ordinary pods.
+        let Some(event) = self.route_mirror_pods(event) else {
+            return;
+        };
         match event {
             watcher::Event::Init => self.listed = Some(HashSet::new()),
             watcher::Event::InitApply(pod) => {
@@ -196,7 +235,7 @@ impl Dispatcher {
                 let vanished: Vec<String> = self
                     .workers
                     .keys()
-                    .filter(|uid| !listed.contains(*uid))
+                    .filter(|uid| !listed.contains(*uid) && !self.statics.is_static(uid))
                     .cloned()
                     .collect();
                 for uid in vanished {
@@ -221,7 +260,11 @@ impl Dispatcher {
         let update = PodUpdate {
             pod: Arc::new(pod),
             gone: false,
+            mirror: None,
         };
+        if let Ok(mut pods) = self.pods.write() {
+            pods.insert(uid.clone(), Arc::clone(&update.pod));
+        }
         if let Some(worker) = self.workers.get(&uid) {
             // A finished worker terminated its pod; later events of that UID change nothing.
             if !worker.task.is_finished() {
@@ -237,6 +280,9 @@ impl Dispatcher {
 
     /// Tells the worker its pod left the API; the worker cleans up the runtime and ends.
     fn gone(&mut self, uid: &str, pod: Option<Pod>) {
+        if let Ok(mut pods) = self.pods.write() {
+            pods.remove(uid);
+        }
         let Some(worker) = self.workers.remove(uid) else {
             return;
         };
@@ -244,7 +290,11 @@ impl Dispatcher {
             return;
         }
         let pod = pod.map_or_else(|| Arc::clone(&worker.updates.borrow().pod), Arc::new);
-        worker.updates.send_replace(PodUpdate { pod, gone: true });
+        worker.updates.send_replace(PodUpdate {
+            pod,
+            gone: true,
+            mirror: None,
+        });
         // Dropping the sender is fine: the worker keeps the last update and finishes alone.
     }
 
@@ -269,7 +319,9 @@ impl Dispatcher {
             let Some(uid) = sandbox.labels.get(POD_UID_LABEL) else {
                 continue;
             };
-            if listed.contains(uid) || self.workers.contains_key(uid) {
+            // Static pods are not in the API's list, yet are no orphans.
+            if listed.contains(uid) || self.workers.contains_key(uid) || self.statics.is_static(uid)
+            {
                 continue;
             }
             let label = |key: &str| sandbox.labels.get(key).cloned();
@@ -286,6 +338,7 @@ impl Dispatcher {
             let update = PodUpdate {
                 pod: Arc::new(pod),
                 gone: true,
+                mirror: None,
             };
             let (updates, receiver) = watch::channel(update);
             let task = tokio::spawn(pod_worker::run(Arc::clone(&self.context), receiver));

@@ -15,6 +15,7 @@ pub mod control;
 pub mod cri;
 pub mod echo;
 pub mod etcd;
+pub mod forward;
 pub mod netns;
 pub mod oci_image;
 pub mod packet;

@@ -93,19 +93,7 @@ impl NetNs {
     /// namespace, /sys and cgroups stay the host's, unlike `ip netns exec`). The namespace must
     /// outlive the spawned process's start.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new(program);
-        let fd = self.file.as_raw_fd();
-        // SAFETY: the hook only calls setns(2), which is async-signal-safe, on a descriptor that
-        // stays open in the child until exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        command
+        command_in(&self.file, program)
     }
 
     /// Runs `work` on a new thread that has entered this namespace, and returns its result.
@@ -191,4 +179,23 @@ fn remove_stale_namespaces() {
             Err(error) => eprintln!("harness: could not remove stale namespace {name}: {error}"),
         }
     }
+}
+
+/// A command that runs `program` inside the network namespace open as `namespace` (a
+/// `/run/netns/<name>` file the caller keeps open until the process started). For callers that
+/// outlive or restart processes independently of the [`NetNs`] value.
+pub fn command_in(namespace: &File, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    let fd = namespace.as_raw_fd();
+    // SAFETY: the hook only calls setns(2), which is async-signal-safe, on a descriptor that
+    // stays open in the child until exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
 }

@@ -104,6 +104,10 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
     if resource.binding {
         sub("binding", "Binding", &["create"], json!({}));
     }
+    if resource.plural == "pods" {
+        // Served by `pod_log` through the pod's kubelet.
+        sub("log", "Pod", &["get"], json!({}));
+    }
     entries
 }
 
@@ -226,6 +230,7 @@ mod tests {
             "pods",
             "pods/status",
             "pods/binding",
+            "pods/log",
             "services",
             "namespaces",
         ] {

@@ -40,6 +40,8 @@ pub struct ResourceApi {
     pub registry: Arc<Registry>,
     /// `host:port` clients reach this server at (for `/api`'s `serverAddressByClientCIDRs`).
     pub server_address: String,
+    /// The client `pods/log` reads kubelets with.
+    pub kubelet: Arc<crate::kubelet_client::KubeletClient>,
 }
 
 /// A parsed resource path.
@@ -177,6 +179,13 @@ async fn dispatch(
                 return Ok(Json(table_of(resource, &[item], params)).into_response());
             }
             Ok(Json(item).into_response())
+        }
+        (Method::GET, Some(name), Some("log")) if resource.plural == "pods" => {
+            let namespace = namespace.unwrap_or_default();
+            let params = params
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str()));
+            super::pod_log::serve(registry, &api.kubelet, namespace, name, params).await
         }
         (Method::GET, Some(name), Some("scale")) if resource.scale => {
             let item = registry.get(resource, namespace, name).await?;

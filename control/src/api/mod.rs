@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod object;
 pub mod openapi_v2;
 pub mod patch;
+pub mod pod_log;
 pub mod registry;
 pub mod resources;
 pub mod selectors;

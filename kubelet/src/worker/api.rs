@@ -70,13 +70,16 @@ pub(super) async fn delete_terminated_pod(
     }
 }
 
-/// The ConfigMaps and Secrets the pod references and every Service, for building container
-/// environments. Objects that cannot be fetched are left out (a required reference then fails
+/// The ConfigMaps and Secrets the pod references (containers and volumes) and every Service,
+/// for building container environments and volumes. Objects that cannot be fetched are left out (a required reference then fails
 /// with upstream's "not found" message); a failing Service list is logged and leaves no
 /// service links.
 pub(super) async fn fetch_referenced_objects(client: &kube::Client, pod: &Pod) -> ObjectStore {
     let namespace = pod_namespace(pod);
-    let (config_map_names, secret_names) = crate::pod::env::referenced_objects(pod);
+    let (mut config_map_names, mut secret_names) = crate::pod::env::referenced_objects(pod);
+    let (volume_config_maps, volume_secrets) = crate::pod::volume::referenced_objects(pod);
+    config_map_names.extend(volume_config_maps);
+    secret_names.extend(volume_secrets);
     let mut store = ObjectStore::default();
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for name in config_map_names {

@@ -3,7 +3,10 @@
 //! Owns the per-pod state upstream keeps across rounds (CrashLoopBackOff and image pull
 //! back-offs, waiting reasons, the last status it generated), the sync round (observe →
 //! generate status → patch when changed → plan → execute) and its wake-ups (a pod event, the
-//! plan's `requeue_at`, the [`super::RELIST_PERIOD`] relist). Executes each
+//! plan's `requeue_at`, the next due probe, a changed probe result, the
+//! [`super::RELIST_PERIOD`] relist). Hands due probes to tasks of their own (one per run,
+//! [`super::prober`]) and folds their outcomes into [`PodProbes`]; runs `postStart` hooks right
+//! after `StartContainer` and `preStop` hooks before `StopContainer`. Executes each
 //! [`Action`] with one or a few CRI calls, creating host directories first where the runtime
 //! expects them.
 //!
@@ -13,14 +16,17 @@
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::{Pod, PodStatus},
+    api::core::v1::{Container, LifecycleHandler, Pod, PodStatus},
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::{PodUpdate, RELIST_PERIOD, WorkerContext, api, observe::observe_pod};
+use super::{
+    PodUpdate, RELIST_PERIOD, WorkerContext, api, events::EventType, observe::observe_pod, prober,
+    volumes,
+};
 use crate::{
     cri::api::{Image, PodSandboxConfig},
     pod::{
@@ -33,12 +39,14 @@ use crate::{
         env::ObjectStore,
         format_pod,
         image::{EnsureImage, ImageError, apply_default_image_tag, ensure_image},
-        is_deleted, is_host_network,
-        observed::{ObservedPod, ObservedSandbox, sort_pod_ips},
+        is_deleted, is_host_network, is_static_pod,
+        observed::{ObservedPod, ObservedSandbox, ProbeResult, sort_pod_ips},
         plan::{
-            Action, KillContainer, PlanInputs, PlanMode, StartContainer, plan_pod, stop_timeout,
+            Action, KillContainer, KillReason, PlanInputs, PlanMode, StartContainer,
+            container_grace_period, plan_pod, stop_timeout,
         },
         pod_uid,
+        probe::{PodProbes, ProbeKey},
         sandbox::{container_logs_directory, generate_pod_sandbox_config, hosts_file_content},
         status::{
             StatusInputs, WaitingReason, WaitingReasons, generate_pod_status, status_changed,
@@ -47,8 +55,8 @@ use crate::{
     },
 };
 
-/// The `emptyDir` plugin's directory name under `<root-dir>/pods/<uid>/volumes`.
-const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
+/// A pod's mounted volumes by name, as container configs take them.
+type PodVolumeMap = BTreeMap<String, ResolvedVolume>;
 
 /// Rounds run back to back (each one changed the runtime) before the worker waits anyway: a
 /// guard against a plan that keeps "succeeding" without converging.
@@ -78,19 +86,44 @@ struct PodWorker {
     image_pull: Backoff,
     waiting: WaitingReasons,
     last_status: Option<PodStatus>,
+    /// The UID of the API object `last_status` was patched to (a static pod's mirror pod may be
+    /// re-created: a new one gets the status again).
+    reported_to: Option<String>,
     /// A finished (not deleted) pod was stopped: nothing is left to do until it is deleted.
     stopped_after_finishing: bool,
+    /// The containers' probe states.
+    probes: PodProbes,
+    /// Where probe tasks send their outcomes.
+    probe_done: mpsc::UnboundedSender<ProbeDone>,
+    /// When the next probe is due.
+    probe_wake: Option<Timestamp>,
+    /// When the pod's volumes were last set up; file volumes of a running pod are refreshed
+    /// every [`volumes::REFRESH_PERIOD`].
+    volumes_set_up_at: Option<std::time::Instant>,
+}
+
+/// A probe run's outcome, sent by its task to the pod worker.
+struct ProbeDone {
+    key: ProbeKey,
+    container_id: String,
+    outcome: prober::ProbeOutcome,
 }
 
 /// Runs the worker of the pod in `updates` until the pod is terminated and deleted.
 pub(super) async fn run(context: Arc<WorkerContext>, mut updates: watch::Receiver<PodUpdate>) {
+    let (probe_done, mut probe_outcomes) = mpsc::unbounded_channel();
     let mut worker = PodWorker {
         context,
         crash_loop: Backoff::crash_loop(),
         image_pull: Backoff::image_pull(),
         waiting: WaitingReasons::default(),
         last_status: None,
+        reported_to: None,
         stopped_after_finishing: false,
+        probes: PodProbes::default(),
+        probe_done,
+        probe_wake: None,
+        volumes_set_up_at: None,
     };
     let mut senders_alive = true;
     let mut rounds_without_waiting = 0;
@@ -120,13 +153,31 @@ pub(super) async fn run(context: Arc<WorkerContext>, mut updates: watch::Receive
         };
         rounds_without_waiting = 0;
         let mut wait = RELIST_PERIOD;
+        let requeue_at = match (requeue_at, worker.probe_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(at) = requeue_at {
             let until = at.duration_since(Timestamp::now());
             wait = wait.min(Duration::try_from(until).unwrap_or(Duration::ZERO));
         }
-        tokio::select! {
-            changed = updates.changed(), if senders_alive => senders_alive = changed.is_ok(),
-            () = tokio::time::sleep(wait) => {}
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                changed = updates.changed(), if senders_alive => {
+                    senders_alive = changed.is_ok();
+                    break;
+                }
+                Some(done) = probe_outcomes.recv() => {
+                    let pod = Arc::clone(&updates.borrow().pod);
+                    // Only a changed result needs a sync round.
+                    if worker.probe_finished(&pod, done) {
+                        break;
+                    }
+                }
+                () = &mut sleep => break,
+            }
         }
     }
 }
@@ -141,9 +192,15 @@ impl PodWorker {
             pod.metadata.deletion_timestamp = Some(Time(now));
         }
         let runtime = &self.context.runtime;
-        let observed = observe_pod(runtime, pod_uid(&pod))
+        let mut observed = observe_pod(runtime, pod_uid(&pod))
             .await
             .map_err(|error| format!("observing the runtime: {error}"))?;
+        if update.gone {
+            self.probe_wake = None;
+        } else {
+            self.start_probes(&pod, &observed, now);
+        }
+        observed.probes = self.probes.results();
 
         let status = generate_pod_status(
             &pod,
@@ -156,7 +213,8 @@ impl PodWorker {
             },
         );
         if !update.gone {
-            self.report(&pod, status.clone()).await;
+            self.report(&pod, update.mirror.as_deref(), status.clone())
+                .await;
         }
         let phase = status
             .phase
@@ -174,6 +232,19 @@ impl PodWorker {
             },
         );
         for back_off in &plan.back_offs {
+            let already = self
+                .waiting
+                .get(&back_off.name)
+                .is_some_and(|waiting| waiting.reason == back_off.reason.reason);
+            if !already {
+                self.context.events.record_for_container(
+                    &pod,
+                    &back_off.name,
+                    EventType::Warning,
+                    "BackOff",
+                    &format!("Back-off restarting failed container {}", back_off.name),
+                );
+            }
             self.waiting.record(&back_off.name, back_off.reason.clone());
         }
         let finished = plan.mode == PlanMode::Terminated && !is_deleted(&pod);
@@ -182,6 +253,13 @@ impl PodWorker {
         }
         let all_succeeded = self.execute(&pod, &observed, &plan.actions, now).await;
         self.stopped_after_finishing = finished && all_succeeded;
+        let refresh_due = self
+            .volumes_set_up_at
+            .is_none_or(|at| at.elapsed() >= volumes::REFRESH_PERIOD);
+        if plan.mode == PlanMode::Sync && refresh_due && volumes::has_file_volumes(&pod) {
+            // Failures are reported as events; the volumes keep their content.
+            let _ = self.mount_volumes(&pod).await;
+        }
 
         if plan.mode == PlanMode::Terminated && is_deleted(&pod) {
             if !all_succeeded {
@@ -198,17 +276,31 @@ impl PodWorker {
         Ok(Next::Wait(plan.requeue_at))
     }
 
-    /// Patches the status when it differs from what the API (or this worker) last had.
-    async fn report(&mut self, pod: &Pod, status: PodStatus) {
-        let api_status = pod.status.clone().unwrap_or_default();
-        let old = self.last_status.as_ref().unwrap_or(&api_status);
+    /// Patches the status when it differs from what the API (or this worker) last had. A static
+    /// pod's status goes to its `mirror` pod; without one (not created yet, API down) it is only
+    /// kept.
+    async fn report(&mut self, pod: &Pod, mirror: Option<&Pod>, status: PodStatus) {
+        let target = match mirror {
+            _ if !is_static_pod(pod) => pod,
+            Some(mirror) => mirror,
+            None => {
+                self.last_status = Some(status);
+                return;
+            }
+        };
+        let api_status = target.status.clone().unwrap_or_default();
+        let old = match &self.last_status {
+            Some(last) if self.reported_to.as_deref() == Some(pod_uid(target)) => last,
+            _ => &api_status,
+        };
         if !status_changed(old, &status) {
             return;
         }
-        match api::patch_status(&self.context.client, pod, &status).await {
+        match api::patch_status(&self.context.client, target, &status).await {
             Ok(()) => {
-                debug!(pod = %format_pod(pod), phase = ?status.phase, "patched status");
+                debug!(pod = %format_pod(target), phase = ?status.phase, "patched status");
                 self.last_status = Some(status);
+                self.reported_to = Some(pod_uid(target).to_owned());
             }
             Err(error) => warn!(pod = %format_pod(pod), "patching status: {error}"),
         }
@@ -242,7 +334,11 @@ impl PodWorker {
                 .await
                 .map_err(|error| error.to_string())?;
         }
-        if gone {
+        if let Err(error) = volumes::remove_pod_directory(&self.context.node, pod) {
+            warn!(pod = %format_pod(pod), "removing the pod directory: {error}");
+        }
+        // A static pod has no API object of its own to finish (its mirror pod is not its).
+        if gone || is_static_pod(pod) {
             return Ok(Next::Done);
         }
         let client = &self.context.client;
@@ -257,6 +353,31 @@ impl PodWorker {
         Ok(Next::Done)
     }
 
+    /// Fetches the objects the pod references and sets up its volumes; a volume that cannot be
+    /// set up gets upstream's `FailedMount` event, and when one was never set up the error
+    /// says containers must wait (upstream `WaitForAttachAndMount`).
+    async fn mount_volumes(&mut self, pod: &Pod) -> (ObjectStore, Result<PodVolumeMap, String>) {
+        let objects = api::fetch_referenced_objects(&self.context.client, pod).await;
+        let set_up = volumes::set_up_pod_volumes(pod, &self.context.node, &objects);
+        self.volumes_set_up_at = Some(std::time::Instant::now());
+        for failure in &set_up.failures {
+            let message = failure.to_string();
+            warn!(pod = %format_pod(pod), "{message}");
+            let events = &self.context.events;
+            events.record(pod, EventType::Warning, "FailedMount", &message);
+        }
+        let unmounted: Vec<&str> = set_up
+            .blocking()
+            .map(|failure| failure.volume.as_str())
+            .collect();
+        if unmounted.is_empty() {
+            (objects, Ok(set_up.volumes))
+        } else {
+            let problem = format!("unmounted volumes=[{}]", unmounted.join(" "));
+            (objects, Err(problem))
+        }
+    }
+
     /// Runs `actions` in order; returns whether all of them succeeded.
     async fn execute(
         &mut self,
@@ -266,7 +387,9 @@ impl PodWorker {
         now: Timestamp,
     ) -> bool {
         let mut sandbox: Option<SandboxInUse> = None;
-        let mut objects: Option<ObjectStore> = None;
+        // The referenced objects and the mounted volumes, made once per round before the
+        // first sandbox or container start (upstream waits for the volumes before both).
+        let mut prepared: Option<(ObjectStore, Result<PodVolumeMap, String>)> = None;
         let mut all_succeeded = true;
         for action in actions {
             let result = match action {
@@ -283,25 +406,33 @@ impl PodWorker {
                     }
                     Ok(())
                 }
-                Action::CreateSandbox { attempt } => match self.create_sandbox(pod, *attempt).await
-                {
-                    Ok(created) => {
-                        sandbox = Some(created);
-                        Ok(())
+                Action::CreateSandbox { attempt } => {
+                    if prepared.is_none() {
+                        prepared = Some(self.mount_volumes(pod).await);
                     }
-                    Err(problem) => Err(problem),
-                },
+                    match &prepared {
+                        Some((_, Err(problem))) => Err(problem.clone()),
+                        _ => match self.create_sandbox(pod, *attempt).await {
+                            Ok(created) => {
+                                sandbox = Some(created);
+                                Ok(())
+                            }
+                            Err(problem) => Err(problem),
+                        },
+                    }
+                }
                 Action::StartContainer(start) => {
                     if sandbox.is_none() {
                         sandbox = self.active_sandbox(pod, observed);
                     }
-                    if objects.is_none() {
-                        objects =
-                            Some(api::fetch_referenced_objects(&self.context.client, pod).await);
+                    if prepared.is_none() {
+                        prepared = Some(self.mount_volumes(pod).await);
                     }
-                    match (&sandbox, &objects) {
-                        (Some(sandbox), Some(objects)) => {
-                            self.start_container(pod, start, sandbox, objects, now)
+                    match (&sandbox, &prepared) {
+                        // No waiting reason: the container stays `ContainerCreating`.
+                        (_, Some((_, Err(problem)))) => Err(problem.clone()),
+                        (Some(sandbox), Some((objects, Ok(volumes)))) => {
+                            self.start_container(pod, start, sandbox, objects, volumes, now)
                                 .await
                         }
                         _ => Err("no ready pod sandbox to start containers in".to_owned()),
@@ -329,6 +460,20 @@ impl PodWorker {
             }
             let elapsed = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
             let seconds = stop_timeout(kill.grace_period_seconds, elapsed);
+            self.context.events.record_for_container(
+                pod,
+                &kill.name,
+                EventType::Normal,
+                "Killing",
+                &match kill.reason {
+                    // Upstream's probe kill message: "Container X failed liveness probe, will
+                    // be restarted".
+                    KillReason::LivenessProbe | KillReason::StartupProbe => kill.message.clone(),
+                    KillReason::Unspecified | KillReason::Unknown => {
+                        format!("Stopping container {}", kill.name)
+                    }
+                },
+            );
             let timeout = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
             debug!(container = %kill.name, ?timeout, "{}", kill.message);
             self.context
@@ -349,11 +494,11 @@ impl PodWorker {
         }
     }
 
-    /// Runs the container's preStop hook, bounded by the grace period. `exec` runs through CRI
-    /// ExecSync, `sleep` waits; a failing hook is logged and the stop goes on (upstream's
-    /// `FailedPreStopHook`). `httpGet` hooks are not run yet (logged).
+    /// Runs the container's preStop hook (`exec` through CRI ExecSync, `httpGet` to the pod
+    /// IP, `sleep`), bounded by the grace period; a failing hook is reported as upstream's
+    /// `FailedPreStopHook` event and the stop goes on.
     async fn run_pre_stop(&self, pod: &Pod, kill: &KillContainer) {
-        let Some(handler) = pod
+        let Some(container) = pod
             .spec
             .as_ref()
             .into_iter()
@@ -363,32 +508,46 @@ impl PodWorker {
                     .chain(spec.init_containers.iter().flatten())
             })
             .find(|container| container.name == kill.name)
-            .and_then(|container| container.lifecycle.as_ref()?.pre_stop.as_ref())
+        else {
+            return;
+        };
+        let Some(handler) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
         else {
             return;
         };
         let grace = Duration::from_secs(u64::try_from(kill.grace_period_seconds).unwrap_or(0));
-        if let Some(exec) = &handler.exec {
-            let command = exec.command.clone().unwrap_or_default();
-            let ran = self
-                .context
-                .runtime
-                .exec_sync(&kill.container_id, command, grace)
-                .await;
-            match ran {
-                Ok(result) if result.exit_code == 0 => {
-                    debug!(container = %kill.name, "preStop hook ran")
-                }
-                Ok(result) => {
-                    warn!(container = %kill.name, exit_code = result.exit_code, "FailedPreStopHook: the preStop hook exited non-zero")
-                }
-                Err(error) => warn!(container = %kill.name, %error, "FailedPreStopHook"),
+        let pod_ip = self
+            .last_status
+            .as_ref()
+            .or(pod.status.as_ref())
+            .and_then(|status| status.pod_ip.clone());
+        let hook = prober::run_hook(
+            &self.context.runtime,
+            pod,
+            container,
+            &kill.container_id,
+            handler,
+            pod_ip.as_deref(),
+            grace,
+        );
+        match tokio::time::timeout(grace, hook).await {
+            Ok(Ok(())) => debug!(container = %kill.name, "preStop hook ran"),
+            Ok(Err(message)) => {
+                warn!(pod = %format_pod(pod), container = %kill.name, "FailedPreStopHook: {message}");
+                self.context.events.record_for_container(
+                    pod,
+                    &kill.name,
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    &message,
+                );
             }
-        } else if let Some(sleep) = &handler.sleep {
-            let seconds = Duration::from_secs(u64::try_from(sleep.seconds).unwrap_or(0));
-            tokio::time::sleep(seconds.min(grace)).await;
-        } else if handler.http_get.is_some() {
-            warn!(container = %kill.name, "preStop httpGet hooks are not run yet; stopping without it");
+            Err(_elapsed) => {
+                debug!(container = %kill.name, ?grace, "preStop hook not completed in grace period")
+            }
         }
     }
 
@@ -447,10 +606,11 @@ impl PodWorker {
         start: &StartContainer,
         sandbox: &SandboxInUse,
         objects: &ObjectStore,
+        volumes: &PodVolumeMap,
         now: Timestamp,
     ) -> Result<(), String> {
         let result = self
-            .try_start_container(pod, start, sandbox, objects, now)
+            .try_start_container(pod, start, sandbox, objects, volumes, now)
             .await;
         match result {
             Ok(()) => {
@@ -463,6 +623,24 @@ impl PodWorker {
                     "starting container {}: {}: {}",
                     start.name, reason.reason, reason.message
                 );
+                let repeated = self
+                    .waiting
+                    .get(&start.name)
+                    .is_some_and(|waiting| *waiting == reason);
+                if !repeated {
+                    let message = if reason.message.is_empty() {
+                        format!("Error: {}", reason.reason)
+                    } else {
+                        format!("Error: {}", reason.message)
+                    };
+                    self.context.events.record_for_container(
+                        pod,
+                        &start.name,
+                        EventType::Warning,
+                        "Failed",
+                        &message,
+                    );
+                }
                 self.waiting.record(&start.name, reason);
                 Err(problem)
             }
@@ -475,6 +653,7 @@ impl PodWorker {
         start: &StartContainer,
         sandbox: &SandboxInUse,
         objects: &ObjectStore,
+        volumes: &PodVolumeMap,
         now: Timestamp,
     ) -> Result<(), WaitingReason> {
         let runtime = &self.context.runtime;
@@ -499,7 +678,16 @@ impl PodWorker {
             .await
             .map_err(|error| WaitingReason::create_container_error(error.to_string()))?;
         let image = match ensure_image(pod, container, present.is_some(), &self.image_pull, now) {
-            EnsureImage::UsePresent { .. } => present,
+            EnsureImage::UsePresent { .. } => {
+                self.context.events.record_for_container(
+                    pod,
+                    &container.name,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Container image \"{requested}\" already present on machine"),
+                );
+                present
+            }
             EnsureImage::Fail(error) => return Err(WaitingReason::from_image_error(&error)),
             EnsureImage::Pull { image, backoff_key } => {
                 match runtime
@@ -531,11 +719,13 @@ impl PodWorker {
         std::fs::create_dir_all(&logs_directory).map_err(|error| {
             WaitingReason::create_container_error(format!("creating {logs_directory}: {error}"))
         })?;
-        let pod_directory = Path::new(&node.root_directory)
-            .join("pods")
-            .join(pod_uid(pod));
-        let volumes = empty_dir_volumes(pod, &pod_directory)
-            .map_err(WaitingReason::create_container_error)?;
+        let pod_directory = volumes::pod_directory(node, pod);
+        std::fs::create_dir_all(&pod_directory).map_err(|error| {
+            WaitingReason::create_container_error(format!(
+                "creating {}: {error}",
+                pod_directory.display()
+            ))
+        })?;
         let hosts_file = pod_directory.join("etc-hosts");
         let host_etc_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         let hosts_content =
@@ -558,27 +748,175 @@ impl PodWorker {
                 image_ref: &image.id,
                 image_user: &image_user,
                 pod_ips: &sandbox.pod_ips,
-                volumes: &volumes,
+                volumes,
                 etc_hosts_host_path: Some(&hosts_file),
                 termination_message_host_path: None,
             },
             objects,
         )
         .map_err(|error| WaitingReason::from_config_error(&error))?;
-        for sub_path in &generated.sub_paths {
+        // Only missing subPaths are made: an existing one may be a file (a configMap key).
+        for sub_path in generated
+            .sub_paths
+            .iter()
+            .filter(|p| !Path::new(p).exists())
+        {
             std::fs::create_dir_all(sub_path).map_err(|error| {
                 WaitingReason::create_container_error(format!("creating {sub_path}: {error}"))
             })?;
         }
+        let events = &self.context.events;
         let id = runtime
             .create_container(&sandbox.id, generated.config, sandbox.config.clone())
             .await
             .map_err(|error| WaitingReason::create_container_error(error.to_string()))?;
+        events.record_for_container(
+            pod,
+            &container.name,
+            EventType::Normal,
+            "Created",
+            &format!("Created container: {}", container.name),
+        );
         runtime
             .start_container(&id)
             .await
             .map_err(|error| WaitingReason::run_container_error(error.to_string()))?;
+        events.record_for_container(
+            pod,
+            &container.name,
+            EventType::Normal,
+            "Started",
+            &format!("Started container {}", container.name),
+        );
+        if let Some(handler) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|lifecycle| lifecycle.post_start.as_ref())
+        {
+            self.run_post_start(pod, container, &id, handler, sandbox)
+                .await?;
+        }
         Ok(())
+    }
+}
+
+/// Probes and lifecycle hooks ([`prober`] runs them, [`crate::pod::probe`] decides).
+impl PodWorker {
+    /// Runs the postStart hook right after `StartContainer` (upstream: no timeout of its
+    /// own). A failure is upstream's `FailedPostStartHook`: the container is killed and the
+    /// start fails with `PostStartHookError`, so the restart policy decides what comes next.
+    async fn run_post_start(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        container_id: &str,
+        handler: &LifecycleHandler,
+        sandbox: &SandboxInUse,
+    ) -> Result<(), WaitingReason> {
+        let runtime = &self.context.runtime;
+        let pod_ip = sandbox.pod_ips.first().map(String::as_str);
+        let hook = prober::run_hook(
+            runtime,
+            pod,
+            container,
+            container_id,
+            handler,
+            pod_ip,
+            Duration::ZERO,
+        );
+        let Err(message) = hook.await else {
+            return Ok(());
+        };
+        warn!(pod = %format_pod(pod), container = %container.name, "FailedPostStartHook: {message}");
+        let events = &self.context.events;
+        events.record_for_container(
+            pod,
+            &container.name,
+            EventType::Warning,
+            "FailedPostStartHook",
+            &message,
+        );
+        events.record_for_container(
+            pod,
+            &container.name,
+            EventType::Normal,
+            "Killing",
+            "FailedPostStartHook",
+        );
+        let grace = container_grace_period(pod, Some(container), KillReason::Unspecified);
+        let timeout = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        if let Err(error) = runtime.stop_container(container_id, timeout).await {
+            warn!(pod = %format_pod(pod), container = %container.name, "killing the container after its postStart hook failed: {error}");
+        }
+        Err(WaitingReason::post_start_hook_error(message))
+    }
+
+    /// Hands the probes due now to tasks of their own; their outcomes come back through
+    /// `probe_done` to [`PodWorker::probe_finished`].
+    fn start_probes(&mut self, pod: &Pod, observed: &ObservedPod, now: Timestamp) {
+        let phase = self
+            .last_status
+            .as_ref()
+            .or(pod.status.as_ref())
+            .and_then(|status| status.phase.as_deref())
+            .and_then(PodPhase::parse)
+            .unwrap_or(PodPhase::Pending);
+        let pod_ips = observed.pod_ips(pod, &self.context.node.host_ips);
+        let due = self.probes.due(
+            pod,
+            observed,
+            pod_ips.first().map(String::as_str),
+            phase,
+            now,
+        );
+        self.probe_wake = due.next_at;
+        for run in due.runs {
+            let context = Arc::clone(&self.context);
+            let sender = self.probe_done.clone();
+            tokio::spawn(async move {
+                let outcome = prober::run_probe(&context.runtime, &run).await;
+                // The worker may be gone (pod removed): the outcome no longer matters.
+                let _ = sender.send(ProbeDone {
+                    key: run.key,
+                    container_id: run.container_id,
+                    outcome,
+                });
+            });
+        }
+    }
+
+    /// Takes a probe outcome (upstream records `Unhealthy` for every failed run); true when
+    /// the container's reported result changed.
+    fn probe_finished(&mut self, pod: &Pod, done: ProbeDone) -> bool {
+        let probe = done.key.probe_type.as_str();
+        let container = &done.key.container;
+        let message = match done.outcome.result {
+            Some(ProbeResult::Success) => None,
+            Some(ProbeResult::Failure) => {
+                Some(format!("{probe} probe failed: {}", done.outcome.output))
+            }
+            None => Some(format!(
+                "{probe} probe errored and resulted in unknown state: {}",
+                done.outcome.output
+            )),
+        };
+        if let Some(message) = message {
+            debug!(pod = %format_pod(pod), %container, "{message}");
+            self.context.events.record_for_container(
+                pod,
+                container,
+                EventType::Warning,
+                "Unhealthy",
+                &message,
+            );
+        }
+        let transition = self
+            .probes
+            .record(&done.key, &done.container_id, done.outcome.result);
+        if let Some(transition) = &transition {
+            info!(pod = %format_pod(pod), %container, probe, result = ?transition.result, "probe result changed");
+        }
+        transition.is_some()
     }
 }
 
@@ -602,43 +940,8 @@ fn restart_count_in(directory: &Path) -> u32 {
     restart_count_from_log_files(names.iter().map(String::as_str))
 }
 
-/// Creates the pod's `emptyDir` volumes (plain directories, also for `medium: Memory`) under
-/// `<pod directory>/volumes/kubernetes.io~empty-dir/<name>`; other volume types are not
-/// mounted, so a container mounting one fails with upstream's "cannot find volume" message.
-fn empty_dir_volumes(
-    pod: &Pod,
-    pod_directory: &Path,
-) -> Result<BTreeMap<String, ResolvedVolume>, String> {
-    let mut volumes = BTreeMap::new();
-    std::fs::create_dir_all(pod_directory)
-        .map_err(|error| format!("creating {}: {error}", pod_directory.display()))?;
-    let spec_volumes = pod.spec.as_ref().and_then(|spec| spec.volumes.as_ref());
-    for volume in spec_volumes.into_iter().flatten() {
-        if volume.empty_dir.is_none() {
-            continue;
-        }
-        let path = pod_directory
-            .join("volumes")
-            .join(EMPTY_DIR_PLUGIN)
-            .join(&volume.name);
-        std::fs::create_dir_all(&path)
-            .map_err(|error| format!("creating {}: {error}", path.display()))?;
-        volumes.insert(
-            volume.name.clone(),
-            ResolvedVolume {
-                host_path: path.display().to_string(),
-                read_only: false,
-                selinux_relabel: false,
-            },
-        );
-    }
-    Ok(volumes)
-}
-
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PodSpec, Volume};
-
     use super::*;
 
     #[test]
@@ -650,40 +953,5 @@ mod tests {
         }
 
         assert_eq!(restart_count_in(directory.path()), 4);
-    }
-
-    #[test]
-    fn empty_dir_volumes_are_created_under_the_pod_directory_and_others_skipped() {
-        let directory = tempfile::tempdir().unwrap();
-        let pod = Pod {
-            spec: Some(PodSpec {
-                volumes: Some(vec![
-                    Volume {
-                        name: "scratch".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    },
-                    Volume {
-                        name: "config".to_owned(),
-                        ..Volume::default()
-                    },
-                ]),
-                ..PodSpec::default()
-            }),
-            ..Pod::default()
-        };
-
-        let volumes = empty_dir_volumes(&pod, directory.path()).unwrap();
-
-        let expected = directory
-            .path()
-            .join("volumes/kubernetes.io~empty-dir/scratch");
-        assert!(expected.is_dir());
-        assert_eq!(
-            volumes.keys().collect::<Vec<_>>(),
-            ["scratch"],
-            "only emptyDir volumes are mounted"
-        );
-        assert_eq!(volumes["scratch"].host_path, expected.display().to_string());
     }
 }
