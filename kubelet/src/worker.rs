@@ -152,6 +152,8 @@ pub(crate) struct WorkerContext {
     pub node: NodeContext,
     /// Events about the pods (`Pulled`, `Started`, `BackOff`, `Unhealthy`, ...).
     pub events: events::EventRecorder,
+    /// The registry the server reads; workers publish the status they generate into it.
+    pub pods: PodRegistry,
 }
 
 /// Runs the pod side until `shutdown` completes: watches the pods bound to `config.node_name`
@@ -171,6 +173,7 @@ pub async fn run_pod_workers(
         client: client.clone(),
         node: config.node,
         events: events::EventRecorder::new(client.clone(), &config.node_name),
+        pods: Arc::clone(&config.pods),
     });
     let pods: kube::Api<Pod> = kube::Api::all(client.clone());
     let selector = format!("spec.nodeName={}", config.node_name);

@@ -44,6 +44,13 @@ async fn bound_pod_runs_reports_ready_and_is_removed_on_delete() {
     assert!(main["state"]["running"].is_object(), "{main}");
     let uid = pod["metadata"]["uid"].as_str().expect("uid").to_owned();
     assert_eq!(sandboxes_of(runtime, &uid).await, 1);
+    let logs = control.kubectl(&["logs", "hello"]);
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout),
+        "hello\n",
+        "kubectl logs hello: {}",
+        text(&logs)
+    );
 
     let started = Instant::now();
     let deleted = control.kubectl(&["delete", "pod", "hello", "--wait", "--timeout=60s"]);
@@ -398,4 +405,37 @@ async fn container_ignoring_sigterm_is_killed_after_the_grace_period() {
         took < Duration::from_secs(GRACE_PERIOD_SECONDS + 10),
         "deletion took {took:?} with a {GRACE_PERIOD_SECONDS}s grace period"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_exceeding_its_memory_limit_is_oom_killed() {
+    skiff_tests::require_privileges!("containerd", "runc", "ip");
+    let node = Node::start("kpodoom").await;
+    // dd (PID 1) fills a 64 MiB buffer from /dev/zero: twice the limit, so the OOM killer ends it.
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hungry", "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": GRACE_PERIOD_SECONDS,
+            "containers": [{
+                "name": "main",
+                "image": node.busybox,
+                "imagePullPolicy": "Never",
+                "command": ["/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+                "resources": {"limits": {"memory": "32Mi"}},
+            }],
+        },
+    });
+    node.apply("hungry", &pod.to_string());
+
+    let pod = node.wait_pod("hungry", "the pod to fail", |pod| {
+        pod["status"]["phase"] == "Failed"
+    });
+
+    let main = &pod["status"]["containerStatuses"][0];
+    assert_eq!(main["state"]["terminated"]["reason"], "OOMKilled", "{main}");
+    assert_eq!(main["state"]["terminated"]["exitCode"], 137, "{main}");
 }

@@ -71,8 +71,11 @@ async fn static_pod_appears_as_a_mirror_pod_and_disappears_with_its_file() {
     // Written aside under a hidden name first: the kubelet skips it until the rename.
     let manifest = node.manifests_dir().join("web.json");
     let hidden = node.manifests_dir().join(".web.json.tmp");
-    std::fs::write(&hidden, static_manifest("web", &node.busybox, "sleep 3600"))
-        .expect("write the manifest");
+    std::fs::write(
+        &hidden,
+        static_manifest("web", &node.busybox, "echo static-hello; sleep 3600"),
+    )
+    .expect("write the manifest");
     std::fs::rename(&hidden, &manifest).expect("move the manifest in place");
 
     let mirror = node.wait_pod(&mirror_name, "the mirror pod to be Running", |pod| {
@@ -102,6 +105,13 @@ async fn static_pod_appears_as_a_mirror_pod_and_disappears_with_its_file() {
         mirror["status"]["containerStatuses"][0]["containerID"],
         format!("containerd://{container_id}"),
         "the static pod's status is on the mirror pod"
+    );
+    // kubectl logs of the mirror pod reaches the static pod's container through the kubelet.
+    let logs = control.kubectl(&["logs", &mirror_name]);
+    assert!(
+        logs.status.success() && String::from_utf8_lossy(&logs.stdout).contains("static-hello"),
+        "kubectl logs {mirror_name}: {}",
+        text(&logs)
     );
 
     let deleted = control.kubectl(&["delete", "pod", &mirror_name, "--wait=false"]);

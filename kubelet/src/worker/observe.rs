@@ -14,7 +14,7 @@ use crate::{
     },
 };
 
-/// What the runtime holds for the pod with `uid` (probe results are not filled: no prober yet).
+/// What the runtime holds for the pod with `uid` (probe results are the prober's, added later).
 pub(super) async fn observe_pod(runtime: &Runtime, uid: &str) -> Result<ObservedPod, CriError> {
     let selector = HashMap::from([(POD_UID_LABEL.to_owned(), uid.to_owned())]);
     let mut observed = ObservedPod::default();

@@ -183,6 +183,26 @@ pub(super) async fn run(context: Arc<WorkerContext>, mut updates: watch::Receive
 }
 
 impl PodWorker {
+    /// Puts the generated status into the pod registry entry of this pod (the `:10250`
+    /// server's `/pods` and `/containerLogs` read it; static pods have no API status at all).
+    fn publish_status(&self, pod: &Pod, status: &PodStatus) {
+        let Ok(mut pods) = self.context.pods.write() else {
+            return;
+        };
+        let Some(entry) = pods.get_mut(pod_uid(pod)) else {
+            return;
+        };
+        let stale = entry
+            .status
+            .as_ref()
+            .is_none_or(|current| status_changed(current, status));
+        if stale {
+            let mut published = (**entry).clone();
+            published.status = Some(status.clone());
+            *entry = Arc::new(published);
+        }
+    }
+
     /// One sync round.
     async fn sync(&mut self, update: &PodUpdate) -> Result<Next, String> {
         let now = Timestamp::now();
@@ -213,6 +233,7 @@ impl PodWorker {
             },
         );
         if !update.gone {
+            self.publish_status(&pod, &status);
             self.report(&pod, update.mirror.as_deref(), status.clone())
                 .await;
         }
