@@ -88,7 +88,15 @@ async fn invalid_image_name_waits_with_invalid_image_name() {
         "Failed to apply default image tag \"Busybox/UPPER:1.0\": couldn't parse image name \
          \"Busybox/UPPER:1.0\": invalid reference format"
     );
-    wait_event(&node, "bad-image", "Failed");
+    assert_eq!(
+        wait_event(&node, "bad-image", "Failed"),
+        "Error: InvalidImageName"
+    );
+    assert!(
+        wait_event(&node, "bad-image", "InspectFailed")
+            .starts_with("Failed to apply default image tag"),
+        "the InspectFailed event carries the parse error"
+    );
     assert!(kubelet_alive(&node));
 }
 

@@ -49,8 +49,8 @@ use crate::{
         probe::{PodProbes, ProbeKey},
         sandbox::{container_logs_directory, generate_pod_sandbox_config, hosts_file_content},
         status::{
-            StatusInputs, WaitingReason, WaitingReasons, generate_pod_status, status_changed,
-            terminated_pod_status,
+            POST_START_HOOK_ERROR, StatusInputs, WaitingReason, WaitingReasons,
+            generate_pod_status, status_changed, terminated_pod_status,
         },
     },
 };
@@ -200,6 +200,33 @@ impl PodWorker {
             let mut published = (**entry).clone();
             published.status = Some(status.clone());
             *entry = Arc::new(published);
+        }
+    }
+
+    /// The events upstream records when a container cannot start: image problems get their own
+    /// reason with the full message and a short `Failed` "Error: <reason>"; config, create and
+    /// run errors a `Failed` with the message. postStart failures have their hook's event.
+    fn record_start_failure(&self, pod: &Pod, container: &str, reason: &WaitingReason) {
+        let events = &self.context.events;
+        let record = |event_reason: &str, message: &str| {
+            events.record_for_container(pod, container, EventType::Warning, event_reason, message);
+        };
+        let image_event = match reason.reason.as_str() {
+            "InvalidImageName" => Some("InspectFailed"),
+            "ErrImageNeverPull" => Some("ErrImageNeverPull"),
+            "ErrImagePull" => Some("Failed"),
+            POST_START_HOOK_ERROR => return,
+            _ => None,
+        };
+        match image_event {
+            Some(event_reason) => {
+                record(event_reason, &reason.message);
+                record("Failed", &format!("Error: {}", reason.reason));
+            }
+            None if reason.message.is_empty() => {
+                record("Failed", &format!("Error: {}", reason.reason));
+            }
+            None => record("Failed", &format!("Error: {}", reason.message)),
         }
     }
 
@@ -649,18 +676,7 @@ impl PodWorker {
                     .get(&start.name)
                     .is_some_and(|waiting| *waiting == reason);
                 if !repeated {
-                    let message = if reason.message.is_empty() {
-                        format!("Error: {}", reason.reason)
-                    } else {
-                        format!("Error: {}", reason.message)
-                    };
-                    self.context.events.record_for_container(
-                        pod,
-                        &start.name,
-                        EventType::Warning,
-                        "Failed",
-                        &message,
-                    );
+                    self.record_start_failure(pod, &start.name, &reason);
                 }
                 self.waiting.record(&start.name, reason);
                 Err(problem)
