@@ -193,6 +193,26 @@ async fn failing_container_is_restarted_then_held_in_crash_loop_back_off() {
         "{message}"
     );
     assert_eq!(pod["status"]["phase"], "Running");
+
+    // After the 10 s back-off the container runs again, fails again, and waits twice as long.
+    let pod = node.kubelet.wait_for(
+        "the second, doubled back-off",
+        Duration::from_secs(40),
+        || {
+            get_pod(&node.control, "crash").filter(|pod| {
+                pod["status"]["containerStatuses"][0]["restartCount"] == 2
+                    && pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                        == "CrashLoopBackOff"
+            })
+        },
+    );
+    let message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("back-off 20s restarting failed container=main"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,7 +262,7 @@ async fn init_container_prepares_an_empty_dir_for_the_main_container() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn environment_from_a_config_map_reaches_the_container() {
+async fn environment_from_a_config_map_a_secret_and_field_refs_reaches_the_container() {
     skiff_tests::require_privileges!("containerd", "runc", "ip");
     let node = Node::start("kpodenv").await;
     let config_map = json!({
@@ -252,6 +272,13 @@ async fn environment_from_a_config_map_reaches_the_container() {
         "data": {"text": "hello-from-config-map"},
     });
     node.apply("greeting", &config_map.to_string());
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "password", "namespace": "default"},
+        "stringData": {"value": "s3cret-from-secret"},
+    });
+    node.apply("password", &secret.to_string());
     let pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -263,11 +290,23 @@ async fn environment_from_a_config_map_reaches_the_container() {
                 "name": "main",
                 "image": node.busybox,
                 "imagePullPolicy": "Never",
-                "command": ["sh", "-c", "echo \"$GREETING\""],
-                "env": [{
-                    "name": "GREETING",
-                    "valueFrom": {"configMapKeyRef": {"name": "greeting", "key": "text"}},
-                }],
+                "command": [
+                    "sh", "-c",
+                    "echo \"$GREETING\"; echo \"secret=$PASSWORD\"; echo \"pod=$POD_NAME ip=$POD_IP node=$NODE_NAME\"",
+                ],
+                "env": [
+                    {
+                        "name": "GREETING",
+                        "valueFrom": {"configMapKeyRef": {"name": "greeting", "key": "text"}},
+                    },
+                    {
+                        "name": "PASSWORD",
+                        "valueFrom": {"secretKeyRef": {"name": "password", "key": "value"}},
+                    },
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                ],
             }],
         },
     });
@@ -280,6 +319,13 @@ async fn environment_from_a_config_map_reaches_the_container() {
     let uid = pod["metadata"]["uid"].as_str().expect("uid");
     let log = node.container_log("greeter", uid, "main");
     assert!(log.contains("stdout F hello-from-config-map"), "log: {log}");
+    assert!(
+        log.contains("stdout F secret=s3cret-from-secret"),
+        "log: {log}"
+    );
+    let pod_ip = pod["status"]["podIP"].as_str().expect("podIP");
+    let expected = format!("stdout F pod=greeter ip={pod_ip} node={}", node.name);
+    assert!(log.contains(&expected), "log: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
