@@ -4,6 +4,7 @@
 pub mod api_client;
 pub mod cri;
 pub mod host;
+pub mod image_import;
 pub mod node;
 pub mod pod;
 pub mod server;

@@ -19,6 +19,7 @@ use clap::Parser;
 use skiff_kubelet::{
     cri::Runtime,
     host,
+    image_import::{ContainerdImporter, ImageArchive},
     node::{self, NodeConfig},
     server::{Server, ServerOptions, ServerState, tls::ServingCertificate},
     worker::{self, PodWorkersConfig},
@@ -37,12 +38,21 @@ const RUNTIME_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Flags keep upstream kubelet's names and defaults. Pods bound to the node are run through the
 /// container runtime (CRI) when its socket answers; without it only the Node is reported.
 #[derive(Parser, Debug)]
-#[command(name = "skiff-kubelet", version, about, long_about = None)]
+#[command(
+    name = "skiff-kubelet",
+    version,
+    about,
+    long_about = None,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Tool>,
+
     /// Path to a kubeconfig file saying how to connect to the API server (skiff-control or
-    /// kube-apiserver) and with which credentials.
-    #[arg(long, value_name = "PATH")]
-    kubeconfig: PathBuf,
+    /// kube-apiserver) and with which credentials. Required unless a subcommand is given.
+    #[arg(long, value_name = "PATH", required = true)]
+    kubeconfig: Option<PathBuf>,
 
     /// Use this name as the Node's name instead of the host name (lowercased, as upstream).
     #[arg(long, value_name = "NAME")]
@@ -115,7 +125,9 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     client_ca_file: Option<PathBuf>,
 
-    /// Root cgroup for pods. Not used yet (the pod side is not in this binary).
+    /// Root cgroup for pods: each pod gets `<root>/kubepods[/burstable|/besteffort]/pod<uid>` in
+    /// every cgroup hierarchy (cgroupfs driver), removed with the pod. Without it pods use the
+    /// runtime's default cgroups.
     #[arg(long, value_name = "PATH")]
     cgroup_root: Option<PathBuf>,
 
@@ -139,10 +151,60 @@ struct Cli {
     verbosity: u8,
 }
 
+/// One-shot tools run instead of the node agent.
+#[derive(clap::Subcommand, Debug)]
+enum Tool {
+    /// Imports an OCI image-layout tarball (or a `docker save` archive) into containerd's
+    /// `k8s.io` namespace, unpacked for CRI, and prints each image's name and digest.
+    ImportImage(ImportImageArguments),
+}
+
+#[derive(clap::Args, Debug)]
+struct ImportImageArguments {
+    /// containerd's socket (its own API, the same socket as CRI's).
+    #[arg(
+        long,
+        value_name = "ENDPOINT",
+        default_value = "unix:///run/containerd/containerd.sock"
+    )]
+    container_runtime_endpoint: String,
+    /// The image's name, instead of the one the archive gives (the archive must hold one image).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The tarball to import.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// `import-image`: checks the whole archive first, so a bad one creates nothing.
+async fn import_image(arguments: ImportImageArguments) -> anyhow::Result<()> {
+    let archive = ImageArchive::open(&arguments.file, arguments.name.as_deref())
+        .with_context(|| format!("reading image archive {}", arguments.file.display()))?;
+    let importer = ContainerdImporter::connect(
+        &arguments.container_runtime_endpoint,
+        RUNTIME_CONNECT_TIMEOUT,
+    )
+    .await?;
+    let imported = importer
+        .import(&archive)
+        .await
+        .with_context(|| format!("importing {}", arguments.file.display()))?;
+    for image in imported {
+        println!("{} {}", image.name, image.digest);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbosity)?;
+    if let Some(Tool::ImportImage(arguments)) = cli.command {
+        return import_image(arguments).await;
+    }
+    let kubeconfig = cli
+        .kubeconfig
+        .context("--kubeconfig is required to run the node agent")?;
     // Install the handlers first: a SIGTERM during registration must still stop cleanly.
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
@@ -167,12 +229,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating --root-dir {}", cli.root_dir.display()))?;
     let runtime =
         connect_runtime(&cli.container_runtime_endpoint, cli.runtime_request_timeout).await;
-    info!(
-        cgroup_root = ?cli.cgroup_root,
-        "pod cgroups are not built yet; --cgroup-root is recorded only"
-    );
 
-    let mut config = NodeConfig::new(cli.kubeconfig, node_name, node_ip);
+    let mut config = NodeConfig::new(kubeconfig, node_name, node_ip);
     config.kubelet_port = cli.port;
     config.root_dir = cli.root_dir;
     config.pod_cidr = cli.pod_cidr;
@@ -216,6 +274,10 @@ async fn main() -> anyhow::Result<()> {
         );
         node.cluster_dns = cli.cluster_dns.iter().map(IpAddr::to_string).collect();
         node.cluster_domain.clone_from(&cli.cluster_domain);
+        node.cgroup_root = cli
+            .cgroup_root
+            .as_ref()
+            .map(|root| root.display().to_string());
         let pod_config = PodWorkersConfig {
             kubeconfig: config.kubeconfig.clone(),
             node_name: config.node_name.clone(),
@@ -465,6 +527,23 @@ mod tests {
         );
         assert!(unix_socket_path("tcp://127.0.0.1:1234").is_err());
         assert!(unix_socket_path("unix://relative.sock").is_err());
+    }
+
+    #[test]
+    fn import_image_needs_no_kubeconfig_but_the_agent_does() {
+        assert!(Cli::try_parse_from(["skiff-kubelet"]).is_err());
+        let cli = Cli::try_parse_from(["skiff-kubelet", "import-image", "--name", "a:1", "/i.tar"])
+            .unwrap();
+        let Some(Tool::ImportImage(arguments)) = cli.command else {
+            panic!("not import-image: {cli:?}");
+        };
+        assert_eq!(arguments.file, PathBuf::from("/i.tar"));
+        assert_eq!(arguments.name.as_deref(), Some("a:1"));
+        assert_eq!(
+            arguments.container_runtime_endpoint,
+            "unix:///run/containerd/containerd.sock"
+        );
+        assert!(Cli::try_parse_from(["skiff-kubelet", "import-image"]).is_err());
     }
 
     #[test]

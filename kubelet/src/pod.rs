@@ -163,6 +163,9 @@ pub struct NodeContext {
     pub selinux_enabled: bool,
     /// The CRI runtime's name, the scheme of `containerID`s (`containerd://<id>`).
     pub runtime_name: String,
+    /// `--cgroup-root`: pods get cgroups `<root>/kubepods[/<qos>]/pod<uid>`
+    /// ([`resources::pod_cgroup_parent`]); `None` leaves the cgroup to the runtime's default.
+    pub cgroup_root: Option<String>,
 }
 
 impl Default for NodeContext {
@@ -184,6 +187,7 @@ impl Default for NodeContext {
             seccomp_default: false,
             selinux_enabled: false,
             runtime_name: "containerd".to_owned(),
+            cgroup_root: None,
         }
     }
 }

@@ -26,6 +26,7 @@
 //! shown there as mirror pods; the watch never runs a mirror pod as an ordinary pod.
 
 mod api;
+pub mod cgroups;
 pub mod events;
 mod observe;
 mod pod_worker;

@@ -485,3 +485,63 @@ async fn container_exceeding_its_memory_limit_is_oom_killed() {
     assert_eq!(main["state"]["terminated"]["reason"], "OOMKilled", "{main}");
     assert_eq!(main["state"]["terminated"]["exitCode"], 137, "{main}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_runs_in_its_cgroup_below_the_cgroup_root_which_goes_with_it() {
+    skiff_tests::require_privileges!("containerd", "runc", "ip");
+    let node = Node::start("kpodcgroup").await;
+    node.apply_pod(
+        "grouped",
+        &node.busybox,
+        "cat /proc/self/cgroup; sleep 3600",
+        "Always",
+    );
+    let pod = node.wait_pod("grouped", "the pod to be Running", |pod| {
+        pod["status"]["phase"] == "Running"
+    });
+    let uid = pod["metadata"]["uid"].as_str().expect("uid").to_owned();
+    let pod_cgroup = format!("{}/kubepods/besteffort/pod{uid}", node.cgroup_root.0);
+    let log = node.kubelet.wait_for(
+        "the container's cgroups in its log",
+        common::RUNNING_TIMEOUT,
+        || {
+            std::fs::read_to_string(
+                node.containerd
+                    .pod_logs_dir()
+                    .join(format!("default_grouped_{uid}/main/0.log")),
+            )
+            .ok()
+            .filter(|log| log.contains("memory"))
+        },
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains(":memory:") && line.contains(&pod_cgroup)),
+        "the container is not in {pod_cgroup}: {log}"
+    );
+    let directories: Vec<_> = node
+        .cgroup_root
+        .directories()
+        .into_iter()
+        .map(|root| root.join(format!("kubepods/besteffort/pod{uid}")))
+        .collect();
+    assert!(
+        directories.iter().any(|directory| directory.is_dir()),
+        "no pod cgroup in any hierarchy: {directories:?}"
+    );
+
+    let deleted = node
+        .control
+        .kubectl(&["delete", "pod", "grouped", "--wait", "--timeout=60s"]);
+    assert!(
+        deleted.status.success(),
+        "kubectl delete: {}",
+        text(&deleted)
+    );
+
+    let left: Vec<_> = directories
+        .iter()
+        .filter(|directory| directory.exists())
+        .collect();
+    assert!(left.is_empty(), "pod cgroups left after deletion: {left:?}");
+}

@@ -58,6 +58,20 @@ impl QosClass {
     }
 }
 
+/// The pod's cgroup under `cgroup_root` with the cgroupfs driver's names, as upstream's pod
+/// container manager lays them out: Guaranteed pods directly below `kubepods`, the others below
+/// `kubepods/burstable` or `kubepods/besteffort`, each in `pod<uid>`.
+#[must_use]
+pub fn pod_cgroup_parent(cgroup_root: &str, qos: QosClass, uid: &str) -> String {
+    let root = cgroup_root.trim_end_matches('/');
+    let qos_directory = match qos {
+        QosClass::Guaranteed => "",
+        QosClass::Burstable => "/burstable",
+        QosClass::BestEffort => "/besteffort",
+    };
+    format!("{root}/kubepods{qos_directory}/pod{uid}")
+}
+
 /// Upstream `GetPodQOS`: `status.qosClass` when already set (it is immutable), else
 /// [`compute_pod_qos`].
 #[must_use]
@@ -252,6 +266,22 @@ mod tests {
             }),
             ..container(name)
         }
+    }
+
+    #[test]
+    fn pod_cgroups_sit_below_kubepods_by_qos_class() {
+        assert_eq!(
+            pod_cgroup_parent("/", QosClass::Guaranteed, "u1"),
+            "/kubepods/podu1"
+        );
+        assert_eq!(
+            pod_cgroup_parent("/skiff", QosClass::Burstable, "u1"),
+            "/skiff/kubepods/burstable/podu1"
+        );
+        assert_eq!(
+            pod_cgroup_parent("/skiff/", QosClass::BestEffort, "u1"),
+            "/skiff/kubepods/besteffort/podu1"
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ use crate::{
         },
         pod_uid,
         probe::{PodProbes, ProbeKey},
+        resources::{pod_cgroup_parent, pod_qos},
         sandbox::{container_logs_directory, generate_pod_sandbox_config, hosts_file_content},
         status::{
             POST_START_HOOK_ERROR, StatusInputs, WaitingReason, WaitingReasons,
@@ -385,6 +386,9 @@ impl PodWorker {
         if let Err(error) = volumes::remove_pod_directory(&self.context.node, pod) {
             warn!(pod = %format_pod(pod), "removing the pod directory: {error}");
         }
+        if let Some(root) = &self.context.node.cgroup_root {
+            super::cgroups::remove_pod_cgroup(root, pod_uid(pod));
+        }
         // A static pod has no API object of its own to finish (its mirror pod is not its).
         if gone || is_static_pod(pod) {
             return Ok(Next::Done);
@@ -602,7 +606,7 @@ impl PodWorker {
     /// Builds the sandbox config, creates the pod log directory and runs the sandbox.
     async fn create_sandbox(&self, pod: &Pod, attempt: u32) -> Result<SandboxInUse, String> {
         let node = &self.context.node;
-        let config = generate_pod_sandbox_config(pod, node, attempt, "")
+        let config = generate_pod_sandbox_config(pod, node, attempt, &pod_cgroup(pod, node))
             .map_err(|error| format!("generating the pod sandbox config: {error}"))?;
         std::fs::create_dir_all(&config.log_directory).map_err(|error| {
             format!(
@@ -638,7 +642,8 @@ impl PodWorker {
     fn active_sandbox(&self, pod: &Pod, observed: &ObservedPod) -> Option<SandboxInUse> {
         let active = observed.active_sandbox()?;
         let node = &self.context.node;
-        let config = generate_pod_sandbox_config(pod, node, active.attempt, "").ok()?;
+        let config =
+            generate_pod_sandbox_config(pod, node, active.attempt, &pod_cgroup(pod, node)).ok()?;
         Some(SandboxInUse {
             id: active.id.clone(),
             config,
@@ -955,6 +960,15 @@ impl PodWorker {
         }
         transition.is_some()
     }
+}
+
+/// The pod's cgroup parent for its sandbox: below `--cgroup-root` by QoS class, or empty (the
+/// runtime's default) without one.
+fn pod_cgroup(pod: &Pod, node: &crate::pod::NodeContext) -> String {
+    node.cgroup_root
+        .as_deref()
+        .map(|root| pod_cgroup_parent(root, pod_qos(pod), pod_uid(pod)))
+        .unwrap_or_default()
 }
 
 /// The image's configured user (upstream `getImageUser`).

@@ -224,6 +224,41 @@ pub struct Node {
     pub containerd: Containerd,
     pub netns: NetNs,
     pub directory: tempfile::TempDir,
+    /// The kubelet's `--cgroup-root`, removed from every hierarchy last.
+    pub cgroup_root: CgroupRoot,
+}
+
+/// A cgroup root of this test (`/skiff-test-<pid>-<n>`), removed with everything below it from
+/// every cgroup hierarchy on drop (after containerd removed the containers in it).
+pub struct CgroupRoot(pub String);
+
+impl CgroupRoot {
+    /// The root's directories, one per cgroup hierarchy.
+    pub fn directories(&self) -> Vec<PathBuf> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        skiff_kubelet::worker::cgroups::cgroup_mount_points(&mountinfo)
+            .into_iter()
+            .map(|mount| mount.join(self.0.trim_start_matches('/')))
+            .collect()
+    }
+}
+
+impl Drop for CgroupRoot {
+    fn drop(&mut self) {
+        fn remove(path: &Path) {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                for entry in entries.filter_map(Result::ok) {
+                    if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                        remove(&entry.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(path);
+        }
+        for directory in self.directories() {
+            remove(&directory);
+        }
+    }
 }
 
 impl Node {
@@ -280,6 +315,7 @@ impl Node {
         )
         .expect("forward the kubelet port out of the node namespace");
         let name = skiff_tests::unique_name("sk-pods");
+        let cgroup_root = CgroupRoot(format!("/{}", skiff_tests::unique_name("skiff-test")));
         let manifests = directory.path().join("manifests");
         std::fs::create_dir_all(&manifests).expect("the static pod directory");
         let path = |path: &Path| path.display().to_string();
@@ -302,6 +338,8 @@ impl Node {
             path(&containerd.pod_logs_dir()),
             "--pod-manifest-path".into(),
             path(&manifests),
+            "--cgroup-root".into(),
+            cgroup_root.0.clone(),
             "--container-runtime-endpoint".into(),
             format!("unix://{}", containerd.socket().display()),
         ];
@@ -336,6 +374,7 @@ impl Node {
             containerd,
             netns,
             directory,
+            cgroup_root,
         }
     }
 
