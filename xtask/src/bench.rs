@@ -1,7 +1,9 @@
 //! `cargo xtask bench control`: skiff-control's performance on this machine, embedded store and
 //! etcd side by side, written to `docs/bench/control.md` and printed. `cargo xtask bench cni`:
 //! skiff-cni's ADD/DEL latency next to the reference plugins (workload and report in
-//! `cni/examples/bench_cni.rs`), written to `docs/bench/cni.md`.
+//! `cni/examples/bench_cni.rs`), written to `docs/bench/cni.md`. `cargo xtask bench kubelet`:
+//! skiff-kubelet's pod startup latency and memory on one harness node (workload and report in
+//! `kubelet/examples/bench_kubelet.rs`), written to `docs/bench/kubelet.md`.
 //!
 //! Owns the run: building skiff-control and its `bench_control` example in release; for each
 //! backend a fresh scratch directory under `<target>/bench-control/`, a private etcd-server when
@@ -40,6 +42,23 @@ enum BenchTarget {
     /// skiff-cni's ADD and DEL latency next to Debian's reference ptp + host-local plugins, in
     /// one run on this machine (needs root: it creates network namespaces).
     Cni(CniArgs),
+    /// skiff-kubelet's pod startup latency (created → Running and Ready; one after another and
+    /// all at once) and its memory idle and with pods running (needs root: it starts a private
+    /// containerd in a network namespace).
+    Kubelet(KubeletArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct KubeletArgs {
+    /// 5 pods per phase instead of 30 (under a minute); the report names the count.
+    #[arg(long)]
+    quick: bool,
+    /// Pods per phase (1 to 100); overrides --quick's count.
+    #[arg(long)]
+    pods: Option<usize>,
+    /// Where to write the markdown report (relative to the workspace root).
+    #[arg(long, default_value = "docs/bench/kubelet.md")]
+    output: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,7 +161,48 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.target {
         BenchTarget::Control(control) => run_control(root, control),
         BenchTarget::Cni(cni) => run_cni(root, cni),
+        BenchTarget::Kubelet(kubelet) => run_kubelet(root, kubelet),
     }
+}
+
+/// Builds skiff-control, skiff-kubelet, skiff-cni and the `bench_kubelet` example in release
+/// (the example's harness finds the binaries next to it) and runs the example, which owns the
+/// node, the measurement and the report.
+fn run_kubelet(root: &Path, args: &KubeletArgs) -> anyhow::Result<()> {
+    println!(
+        "bench: building skiff-control, skiff-kubelet, skiff-cni and the bench_kubelet example \
+         (release)"
+    );
+    command::run(command::cargo(root).args([
+        "build",
+        "--release",
+        "--package",
+        "skiff-control",
+        "--package",
+        "skiff-kubelet",
+        "--package",
+        "skiff-cni",
+        "--bins",
+        "--example",
+        "bench_kubelet",
+    ]))
+    .context("building the benchmark (see the cargo output above)")?;
+    let workload = target_dir(root).join("release/examples/bench_kubelet");
+    let output = root.join(&args.output);
+    if let Some(parent) = output.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut run = Command::new(&workload);
+    run.arg("--output").arg(&output);
+    if args.quick {
+        run.arg("--quick");
+    }
+    if let Some(pods) = args.pods {
+        run.args(["--pods", &pods.to_string()]);
+    }
+    command::run(&mut run)
+        .context("the kubelet benchmark failed (it needs root and `cargo xtask setup`)")
 }
 
 /// Builds skiff-cni and its `bench_cni` example in release and runs the example, which owns the

@@ -32,7 +32,8 @@ enum Command {
     Test(test::TestArgs),
     /// Run setup, then start a busybox pod on a private containerd and print its IP and log.
     Demo,
-    /// Measure on this machine and write a report (not a test): `bench control`, `bench cni`.
+    /// Measure on this machine and write a report (not a test): `bench control`, `bench cni`,
+    /// `bench kubelet`.
     Bench(bench::BenchArgs),
 }
 
