@@ -8,7 +8,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use proxy_common::{
     Backend, CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_HAIRPIN,
-    CONNTRACK_FLAG_SEEN_REPLY, ConntrackKey, ConntrackValue, IPPROTO_TCP,
+    CONNTRACK_FLAG_SEEN_REPLY, CONNTRACK_FLAG_SNAT, ConntrackKey, ConntrackValue, IPPROTO_TCP,
     PROXY_CONFIG_FLAG_WRITTEN, ProxyConfig, TcpState, tcp_next_state,
 };
 
@@ -55,18 +55,21 @@ pub fn reply_key(flow: &Ipv4Flow) -> ConntrackKey {
 }
 
 /// The forward key of the flow a reply belongs to (client → VIP). A hairpin reply is addressed
-/// to the VIP; its client is the pod that sends it.
+/// to the VIP; its client is the pod that sends it. A source-NATed flow's reply is addressed to
+/// the node; its client is in the entry.
 #[inline(always)]
 pub fn forward_key_of_reply(flow: &Ipv4Flow, reply: &ConntrackValue) -> ConntrackKey {
-    let client = if reply.flags & CONNTRACK_FLAG_HAIRPIN != 0 {
-        flow.source
+    let (client, client_port) = if reply.flags & CONNTRACK_FLAG_HAIRPIN != 0 {
+        (flow.source, flow.destination_port)
+    } else if reply.flags & CONNTRACK_FLAG_SNAT != 0 {
+        (reply.snat_address, reply.snat_port)
     } else {
-        flow.destination
+        (flow.destination, flow.destination_port)
     };
     ConntrackKey {
         source_address: client,
         destination_address: reply.nat_address,
-        source_port: flow.destination_port,
+        source_port: client_port,
         destination_port: reply.nat_port,
         protocol: flow.protocol,
         direction: CONNTRACK_DIRECTION_FORWARD,
@@ -112,6 +115,9 @@ pub fn record(
         nat_port: backend.port,
         state,
         flags,
+        snat_address: 0,
+        snat_port: 0,
+        padding: 0,
     };
     CONNTRACK.insert(forward_key(flow), forward, 0)?;
     // Replies go to the client, or for a hairpin flow to the VIP the client was rewritten to.

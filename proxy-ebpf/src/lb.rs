@@ -1,17 +1,19 @@
 //! Service lookup and backend selection for new flows.
 //!
-//! Owns the frontend lookup (VIP, port, protocol), ClientIP session affinity and the uniform
-//! random choice among the live generation's backend slots. Never creates conntrack entries and
-//! never rewrites packets.
+//! Owns the frontend lookup (VIP, port, protocol; NodePorts on the node's NodePort addresses),
+//! `loadBalancerSourceRanges`, ClientIP session affinity and the choice among the live
+//! generation's backend slots (uniformly random, or the Maglev table's slot for the flow's
+//! hash). Never creates conntrack entries and never rewrites packets.
 
-use aya_ebpf::helpers::bpf_get_prandom_u32;
+use aya_ebpf::{helpers::bpf_get_prandom_u32, maps::lpm_trie::Key};
 use proxy_common::{
     AffinityKey, AffinityValue, BACKEND_FLAG_TERMINATING, Backend, BackendSlotKey,
-    SERVICE_FLAG_AFFINITY, ServiceKey, ServiceValue,
+    SERVICE_FLAG_AFFINITY, SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_MAGLEV, SERVICE_FLAG_SOURCE_RANGES,
+    ServiceKey, ServiceValue, SourceRangeKey, source_range_prefix_length,
 };
 
 use crate::{
-    maps::{AFFINITY, BACKEND_SLOTS, BACKENDS, SERVICES},
+    maps::{AFFINITY, BACKEND_SLOTS, BACKENDS, NODEPORT_ADDRESSES, SERVICES, SOURCE_RANGES},
     parse::Ipv4Flow,
 };
 
@@ -26,6 +28,39 @@ pub fn service_of(flow: &Ipv4Flow) -> Option<ServiceValue> {
         protocol: flow.protocol,
         padding: 0,
     })
+}
+
+/// The north-south frontend `flow` is addressed to: an external or load-balancer IP, or a
+/// NodePort when the destination is one of the node's NodePort addresses. ClusterIPs are not
+/// balanced for traffic from outside.
+#[inline(always)]
+pub fn external_service_of(flow: &Ipv4Flow) -> Option<ServiceValue> {
+    if let Some(service) = service_of(flow) {
+        return (service.flags & SERVICE_FLAG_EXTERNAL != 0).then_some(service);
+    }
+    NODEPORT_ADDRESSES.get_ptr(flow.destination)?;
+    service(&ServiceKey {
+        address: 0,
+        port: flow.destination_port,
+        protocol: flow.protocol,
+        padding: 0,
+    })
+}
+
+/// Whether `source` may use `service` (its `loadBalancerSourceRanges`, if it has any).
+#[inline(always)]
+pub fn source_allowed(service: &ServiceValue, source: u32) -> bool {
+    if service.flags & SERVICE_FLAG_SOURCE_RANGES == 0 {
+        return true;
+    }
+    let key = Key::new(
+        source_range_prefix_length(32),
+        SourceRangeKey {
+            service_id: service.service_id.to_be(),
+            address: source,
+        },
+    );
+    SOURCE_RANGES.get(&key).is_some()
 }
 
 /// The service frontend with this key, if any.
@@ -43,9 +78,15 @@ pub fn backend(backend_id: u32) -> Option<Backend> {
 }
 
 /// Picks the backend of a new flow from `client`: the affinity backend while it is valid, else
-/// a uniformly random slot of the live generation. Records the affinity when the service has it.
+/// a slot of the live generation: `flow_hash`'s slot of a Maglev table, or a uniformly random
+/// one. Records the affinity when the service has it.
 #[inline(always)]
-pub fn select(service: &ServiceValue, client: u32, now: u64) -> Option<(u32, Backend)> {
+pub fn select(
+    service: &ServiceValue,
+    client: u32,
+    now: u64,
+    flow_hash: u32,
+) -> Option<(u32, Backend)> {
     let affinity_key = AffinityKey {
         service_id: service.service_id,
         client_address: client,
@@ -66,13 +107,17 @@ pub fn select(service: &ServiceValue, client: u32, now: u64) -> Option<(u32, Bac
     if service.backend_count == 0 {
         return None;
     }
-    // SAFETY: a helper without arguments.
-    let random = unsafe { bpf_get_prandom_u32() };
+    let pick = if service.flags & SERVICE_FLAG_MAGLEV != 0 {
+        flow_hash
+    } else {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_get_prandom_u32() }
+    };
     let slot = BackendSlotKey {
         service_id: service.service_id,
         generation: service.generation,
         padding: 0,
-        slot: (random % u32::from(service.backend_count)) as u16,
+        slot: (pick % u32::from(service.backend_count)) as u16,
     };
     // SAFETY: as in `service_of`.
     let backend_id = BACKEND_SLOTS.get_ptr(slot).map(|id| unsafe { *id })?;

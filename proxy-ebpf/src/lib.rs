@@ -16,13 +16,21 @@ pub mod maps;
 #[cfg(target_arch = "bpf")]
 pub mod nat;
 #[cfg(target_arch = "bpf")]
+pub mod nodeport;
+#[cfg(target_arch = "bpf")]
 pub mod parse;
 #[cfg(target_arch = "bpf")]
 pub mod reject;
 #[cfg(target_arch = "bpf")]
+pub mod route;
+#[cfg(target_arch = "bpf")]
+pub mod skb;
+#[cfg(target_arch = "bpf")]
 pub mod socket;
 #[cfg(target_arch = "bpf")]
 pub mod stats;
+#[cfg(target_arch = "bpf")]
+pub mod xdp_nat;
 
 #[cfg(all(target_arch = "bpf", not(test)))]
 #[panic_handler]

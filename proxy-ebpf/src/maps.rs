@@ -7,13 +7,14 @@
 //! them from its flags before the maps are created. `PROTOCOL_STATS` is per object (not pinned).
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use proxy_common::{
     AffinityKey, AffinityValue, Backend, BackendSlotKey, ConntrackKey, ConntrackValue,
-    DROP_REASON_COUNT, FlowCounter, PROTOCOL_CLASS_COUNT, PacketCounter, ProxyConfig, ServiceKey,
-    ServiceValue, SocketNatKey, SocketNatValue,
+    DROP_REASON_COUNT, EXTERNAL_PATH_COUNT, FlowCounter, PROTOCOL_CLASS_COUNT, PacketCounter,
+    ProxyConfig, ServiceKey, ServiceValue, SocketNatKey, SocketNatValue, SourceRangeKey,
 };
 
 #[map]
@@ -49,3 +50,14 @@ pub static PROTOCOL_STATS: PerCpuArray<PacketCounter> =
 
 #[map]
 pub static SOCKET_NAT: LruHashMap<SocketNatKey, SocketNatValue> = LruHashMap::pinned(65_536, 0);
+
+#[map]
+pub static NODEPORT_ADDRESSES: HashMap<u32, u32> = HashMap::pinned(256, 0);
+
+/// LPM tries must be created without preallocation.
+#[map]
+pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u32> = LpmTrie::pinned(16_384, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static EXTERNAL_PATH_STATS: PerCpuArray<PacketCounter> =
+    PerCpuArray::pinned(EXTERNAL_PATH_COUNT, 0);

@@ -92,6 +92,13 @@ impl Frame {
         Some(at as *const T)
     }
 
+    /// A writable pointer to a `T` at `offset` (XDP frames are written in place), or `None`
+    /// when the frame is too short to hold it.
+    #[inline(always)]
+    pub fn header_mut<T>(&self, offset: usize) -> Option<*mut T> {
+        self.header::<T>(offset).map(|pointer| pointer as *mut T)
+    }
+
     /// Whether `length` bytes starting at `offset` lie inside the frame.
     #[inline(always)]
     fn holds(&self, offset: usize, length: usize) -> bool {
@@ -176,6 +183,8 @@ fn classify_transport(
 pub const IPV4_CHECK_OFFSET: usize = 10;
 pub const IPV4_SOURCE_OFFSET: usize = 12;
 pub const IPV4_DESTINATION_OFFSET: usize = 16;
+/// Offset of the total length.
+pub const IPV4_TOTAL_LENGTH_OFFSET: usize = 2;
 /// Offsets inside the TCP/UDP header.
 pub const L4_SOURCE_PORT_OFFSET: usize = 0;
 pub const L4_DESTINATION_PORT_OFFSET: usize = 2;
@@ -215,10 +224,11 @@ impl Ipv4Flow {
     }
 }
 
+/// The ports at the start of a TCP or UDP header (network byte order).
 #[repr(C)]
-struct Ports {
-    source: u16,
-    destination: u16,
+pub struct Ports {
+    pub source: u16,
+    pub destination: u16,
 }
 
 /// Parses a frame into an [`Ipv4Flow`], or `None` for anything that must not be translated:

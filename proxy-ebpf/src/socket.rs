@@ -10,7 +10,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie},
     programs::SockAddrContext,
 };
 use proxy_common::{
@@ -83,7 +83,11 @@ pub fn translate_destination(ctx: &SockAddrContext) -> i32 {
         }
     }
     let now = conntrack::now_ns();
-    let Some((backend_id, backend)) = lb::select(&service, 0, now) else {
+    // A socket has no flow hash yet: a Maglev frontend's slot is picked at random, which is
+    // uniform over its backends as the table is.
+    // SAFETY: a helper without arguments.
+    let random = unsafe { bpf_get_prandom_u32() };
+    let Some((backend_id, backend)) = lb::select(&service, 0, now, random) else {
         stats::count_drop(DropReason::NoEndpoints, 0);
         return REJECT;
     };

@@ -4,30 +4,21 @@
 //! (each CPU writes its own slot); user space sums the slots. Never decides what a packet is.
 
 use aya_ebpf::maps::PerCpuArray;
-use proxy_common::{PacketCounter, ProtocolClass};
+use proxy_common::{DropReason, ExternalPath, FlowCounter, PacketCounter, ProtocolClass};
+
+use crate::maps::{BACKEND_STATS, DROP_STATS, EXTERNAL_PATH_STATS, SERVICE_STATS};
 
 /// Adds one packet of `bytes` bytes to the counter of `class`.
 #[inline(always)]
 pub fn count_protocol(map: &PerCpuArray<PacketCounter>, class: ProtocolClass, bytes: u64) {
-    if let Some(counter) = map.get_ptr_mut(class.index()) {
-        // SAFETY: the pointer comes from a successful map lookup and the slot belongs to this CPU;
-        // programs run with preemption disabled, so nothing else writes it concurrently.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += bytes;
-        }
-    }
+    count_packet(map, class.index(), bytes);
 }
-
-use proxy_common::{DropReason, FlowCounter};
-
-use crate::maps::{BACKEND_STATS, DROP_STATS, SERVICE_STATS};
 
 /// Adds a packet of `bytes` bytes (and a new flow when `new_flow`) to a per-CPU flow counter.
 #[inline(always)]
 fn count_flow_in(map: &PerCpuArray<FlowCounter>, index: u32, bytes: u64, new_flow: bool) {
     if let Some(counter) = map.get_ptr_mut(index) {
-        // SAFETY: as in `count_protocol`.
+        // SAFETY: as in `count_packet`.
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes;
@@ -48,8 +39,20 @@ pub fn count_flow(service_id: u32, backend_id: u32, bytes: u64, new_flow: bool) 
 /// Counts a packet dropped or rejected for `reason`.
 #[inline(always)]
 pub fn count_drop(reason: DropReason, bytes: u64) {
-    if let Some(counter) = DROP_STATS.get_ptr_mut(reason.index()) {
-        // SAFETY: as in `count_protocol`.
+    count_packet(&DROP_STATS, reason.index(), bytes);
+}
+
+/// Counts a north-south packet handled along `path`.
+#[inline(always)]
+pub fn count_external(path: ExternalPath, bytes: u64) {
+    count_packet(&EXTERNAL_PATH_STATS, path.index(), bytes);
+}
+
+#[inline(always)]
+fn count_packet(map: &PerCpuArray<PacketCounter>, index: u32, bytes: u64) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // SAFETY: the pointer comes from a successful map lookup and the slot belongs to this CPU;
+        // programs run with preemption disabled, so nothing else writes it concurrently.
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes;

@@ -18,54 +18,27 @@ mod program {
         programs::TcContext,
     };
     use proxy_common::{
-        CONNTRACK_FLAG_HAIRPIN, CONNTRACK_FLAG_SEEN_REPLY, DropReason,
-        SERVICE_FLAG_DROP_WHEN_EMPTY, TcpState, tcp_reopens,
+        CONNTRACK_FLAG_EXTERNAL, CONNTRACK_FLAG_HAIRPIN, CONNTRACK_FLAG_SEEN_REPLY, DropReason,
+        ExternalPath, SERVICE_FLAG_DROP_WHEN_EMPTY, TcpState, maglev_flow_hash, tcp_reopens,
     };
     use proxy_ebpf::{
         conntrack, lb,
         maps::{CONNTRACK, PROTOCOL_STATS},
         nat::{self, Side},
-        parse::{Frame, IPPROTO_TCP, Ipv4Flow, classify, ipv4_flow},
-        reject,
+        nodeport,
+        parse::{IPPROTO_TCP, Ipv4Flow, classify},
+        reject, route, skb,
         stats::{count_drop, count_flow, count_protocol},
     };
-
-    /// Headers a balanced flow needs in the linear part of the skb (Ethernet, IPv4 with options,
-    /// TCP).
-    const HEADERS_MAX: u32 = 14 + 60 + 20;
-
-    fn frame(ctx: &TcContext) -> Frame {
-        Frame::new(ctx.data(), ctx.data_end())
-    }
-
-    /// The flow of this packet, pulling headers into the linear area when they are not there.
-    #[inline(always)]
-    fn flow(ctx: &TcContext) -> Option<Ipv4Flow> {
-        if let Some(flow) = ipv4_flow(&frame(ctx)) {
-            return Some(flow);
-        }
-        let linear = (ctx.data_end() - ctx.data()) as u32;
-        if ctx.len() > linear {
-            let want = if ctx.len() < HEADERS_MAX {
-                ctx.len()
-            } else {
-                HEADERS_MAX
-            };
-            if ctx.pull_data(want).is_ok() {
-                return ipv4_flow(&frame(ctx));
-            }
-        }
-        None
-    }
 
     #[classifier]
     pub fn tc_from_pod(ctx: TcContext) -> i32 {
         count_protocol(
             &PROTOCOL_STATS,
-            classify(&frame(&ctx)),
+            classify(&skb::frame(&ctx)),
             u64::from(ctx.len()),
         );
-        match flow(&ctx) {
+        match skb::flow(&ctx) {
             Some(flow) => from_pod(&ctx, &flow),
             None => TC_ACT_OK,
         }
@@ -75,10 +48,10 @@ mod program {
     pub fn tc_to_pod(ctx: TcContext) -> i32 {
         count_protocol(
             &PROTOCOL_STATS,
-            classify(&frame(&ctx)),
+            classify(&skb::frame(&ctx)),
             u64::from(ctx.len()),
         );
-        match flow(&ctx) {
+        match skb::flow(&ctx) {
             Some(flow) => to_pod(&ctx, &flow),
             None => TC_ACT_OK,
         }
@@ -149,6 +122,23 @@ mod program {
                     (flow.source, flow.destination_port),
                 );
             }
+            // A local backend answering a client outside the cluster (NodePort, external or
+            // load-balancer IP): from the frontend, straight out of the uplink.
+            if reply.flags & CONNTRACK_FLAG_EXTERNAL != 0 {
+                // SAFETY: see above.
+                unsafe {
+                    (*entry).last_seen_ns = now;
+                    (*entry).flags |= CONNTRACK_FLAG_SEEN_REPLY;
+                }
+                conntrack::touch_forward_from_reply(flow, &reply, now);
+                count_flow(reply.service_id, reply.backend_id, bytes, false);
+                return route::tc_forward_external(
+                    ctx,
+                    flow,
+                    &nodeport::reverse_translation(flow, &reply),
+                    ExternalPath::ReplyFromPod,
+                );
+            }
         }
         // An existing flow keeps its backend while the entry is live and the backend exists.
         if let Some(entry) = CONNTRACK.get_ptr_mut(conntrack::forward_key(flow)) {
@@ -181,7 +171,17 @@ mod program {
         let Some(service) = lb::service_of(flow) else {
             return TC_ACT_OK;
         };
-        let Some((backend_id, backend)) = lb::select(&service, flow.source, now) else {
+        let Some((backend_id, backend)) = lb::select(
+            &service,
+            flow.source,
+            now,
+            maglev_flow_hash(
+                flow.source,
+                flow.source_port,
+                flow.destination_port,
+                flow.protocol,
+            ),
+        ) else {
             if service.backend_count != 0 {
                 count_drop(DropReason::MissingBackend, bytes);
                 return TC_ACT_SHOT;

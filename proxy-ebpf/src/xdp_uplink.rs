@@ -1,31 +1,168 @@
-//! XDP program for the node's uplink.
+//! Programs for the node's uplink: north-south service traffic.
 //!
-//! Pipeline today: parse → count. It classifies every frame by protocol into the per-CPU
-//! `PROTOCOL_STATS` map and always passes it (`XDP_PASS`); it never changes a frame.
+//! - `xdp_uplink` (XDP): parse → count → `nodeport::handle` (reply of a remote backend, packet of
+//!   a known external flow, or a new flow to a NodePort / external IP / load-balancer IP) →
+//!   in-place rewrite → local backend: to the kernel, which routes it into the pod; remote
+//!   backend or client: FIB lookup and `XDP_TX`/`XDP_REDIRECT`, or a hand-off to `tc_uplink`
+//!   when the neighbour is unresolved. Everything else passes unchanged.
+//! - `tc_uplink` (TC ingress of the uplink): sends frames `xdp_uplink` handed off with
+//!   `bpf_redirect_neigh`; passes every other packet.
+//! - `tc_uplink_fallback` (TC ingress of the uplink, instead of both above, for devices without
+//!   XDP): the same pipeline on the skb.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext};
+    use core::ffi::c_void;
+
+    use aya_ebpf::{
+        bindings::{
+            TC_ACT_OK, TC_ACT_SHOT,
+            xdp_action::{XDP_DROP, XDP_PASS},
+        },
+        macros::{classifier, xdp},
+        programs::{TcContext, XdpContext},
+    };
+    use proxy_common::{DropReason, ExternalPath};
     use proxy_ebpf::{
         maps::PROTOCOL_STATS,
-        parse::{Frame, classify},
-        stats::count_protocol,
+        nodeport::{self, Translation, Verdict},
+        parse::{Frame, IPV4_TOTAL_LENGTH_OFFSET, Ipv4Flow, classify, ipv4_flow},
+        route::{self, NextHop, RouteQuery},
+        skb,
+        stats::{count_drop, count_external, count_protocol},
+        xdp_nat,
     };
 
     #[xdp]
     pub fn xdp_uplink(ctx: XdpContext) -> u32 {
         let frame = Frame::new(ctx.data(), ctx.data_end());
-        count_protocol(&PROTOCOL_STATS, classify(&frame), frame.len() as u64);
-        XDP_PASS
+        let bytes = frame.len() as u64;
+        count_protocol(&PROTOCOL_STATS, classify(&frame), bytes);
+        let Some(flow) = ipv4_flow(&frame) else {
+            return XDP_PASS;
+        };
+        match nodeport::handle(&flow, bytes) {
+            Verdict::Pass => XDP_PASS,
+            Verdict::Drop(reason) => drop(reason, bytes),
+            Verdict::Translate(translation) => forward(&ctx, &frame, &flow, &translation, bytes),
+        }
+    }
+
+    #[classifier]
+    pub fn tc_uplink(ctx: TcContext) -> i32 {
+        match route::tc_handoff(&ctx) {
+            Some(ifindex) => route::tc_redirect_neighbour(ifindex),
+            None => TC_ACT_OK as i32,
+        }
+    }
+
+    /// The TC fallback for uplinks without XDP (`--xdp-mode tc`): the same decisions as
+    /// `xdp_uplink`, applied to the skb and sent with `bpf_redirect_neigh`.
+    #[classifier]
+    pub fn tc_uplink_fallback(ctx: TcContext) -> i32 {
+        let bytes = u64::from(ctx.len());
+        count_protocol(&PROTOCOL_STATS, classify(&skb::frame(&ctx)), bytes);
+        let Some(flow) = skb::flow(&ctx) else {
+            return TC_ACT_OK as i32;
+        };
+        match nodeport::handle(&flow, bytes) {
+            Verdict::Pass => TC_ACT_OK as i32,
+            Verdict::Drop(reason) => {
+                count_drop(reason, bytes);
+                TC_ACT_SHOT as i32
+            }
+            Verdict::Translate(translation) => {
+                let path = if translation.reply {
+                    ExternalPath::ReplyNeighbour
+                } else {
+                    ExternalPath::ForwardNeighbour
+                };
+                route::tc_forward_external(&ctx, &flow, &translation, path)
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn drop(reason: DropReason, bytes: u64) -> u32 {
+        count_drop(reason, bytes);
+        XDP_DROP
+    }
+
+    #[inline(always)]
+    fn forward(
+        ctx: &XdpContext,
+        frame: &Frame,
+        flow: &Ipv4Flow,
+        translation: &Translation,
+        bytes: u64,
+    ) -> u32 {
+        if xdp_nat::apply(frame, flow, translation).is_err() {
+            return drop(DropReason::RewriteFailed, bytes);
+        }
+        if translation.local {
+            count_external(ExternalPath::ForwardLocal, bytes);
+            return XDP_PASS;
+        }
+        if !matches!(xdp_nat::decrement_ttl(frame, flow), Ok(true)) {
+            return drop(DropReason::Unroutable, bytes);
+        }
+        let Some(total_length) = frame.header::<u16>(flow.l3 + IPV4_TOTAL_LENGTH_OFFSET) else {
+            return drop(DropReason::RewriteFailed, bytes);
+        };
+        let ingress_ifindex = ctx.ingress_ifindex() as u32;
+        let query = RouteQuery {
+            ingress_ifindex,
+            source: translation.source.0,
+            destination: translation.destination.0,
+            protocol: flow.protocol,
+            source_port: translation.source.1,
+            destination_port: translation.destination.1,
+            // SAFETY: bounds-checked by `header`.
+            total_length: u16::from_be(unsafe { *total_length }),
+        };
+        match route::next_hop(ctx.ctx as *mut c_void, &query) {
+            NextHop::Resolved {
+                ifindex,
+                destination_mac,
+                source_mac,
+            } => {
+                if xdp_nat::set_ethernet(frame, &destination_mac, &source_mac).is_err() {
+                    return drop(DropReason::RewriteFailed, bytes);
+                }
+                let verdict = route::xdp_transmit(ingress_ifindex, ifindex);
+                let path = if translation.reply {
+                    ExternalPath::ReplyTransmitted
+                } else if ifindex == ingress_ifindex {
+                    ExternalPath::ForwardTransmitted
+                } else {
+                    ExternalPath::ForwardRedirected
+                };
+                count_external(path, bytes);
+                verdict
+            }
+            NextHop::Unresolved { ifindex } => match route::xdp_hand_to_tc(ctx, ifindex) {
+                Some(verdict) => {
+                    let path = if translation.reply {
+                        ExternalPath::ReplyNeighbour
+                    } else {
+                        ExternalPath::ForwardNeighbour
+                    };
+                    count_external(path, bytes);
+                    verdict
+                }
+                None => drop(DropReason::RewriteFailed, bytes),
+            },
+            NextHop::Unroutable => drop(DropReason::Unroutable, bytes),
+        }
     }
 }
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
     eprintln!(
-        "xdp_uplink is a BPF program: it is built for bpfel-unknown-none and embedded in skiff-proxy"
+        "xdp_uplink holds BPF programs: it is built for bpfel-unknown-none and embedded in skiff-proxy"
     );
     std::process::exit(2);
 }

@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -22,17 +22,24 @@ use proxy_common::ProxyConfig;
 use tracing::{info, info_span, warn};
 
 use crate::{
+    healthcheck::{ProxyHealth, ServiceHealthServer, serve_proxy_health},
     links::{self, Attachment, LinkPinError},
     maps::{DataplaneMaps, MapsError},
     metrics::{self, ControllerCounters, ServiceNames},
     programs::{LoadError, LoadOptions, LoadedObject, MapSizes, ProgramObject},
     source::{FileSource, PollOutcome, SourceSpec},
-    sync::{DataplaneState, IdLimits, SyncError, plan},
+    sync::{DataplaneState, PlanLimits, SyncError, plan},
     translate::translate,
+    uplink::{self, Ipv4Cidr, XdpAttachMode},
 };
 
 /// How often the interface list is scanned for new interfaces matching the prefix.
 const INTERFACE_SCAN_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the node's addresses are read (NodePort addresses, SNAT address).
+const ADDRESS_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// `/healthz` answers 503 when a change has waited longer than this for a successful sync
+/// (kube-proxy's: twice its default 30 s `syncPeriod`).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Backoff of retries after a failed synchronisation (a full map may drain, ids may free up).
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -52,6 +59,17 @@ pub struct RunOptions {
     pub cgroup_root: Option<PathBuf>,
     pub map_sizes: MapSizes,
     pub config: ProxyConfig,
+    /// The node's uplink: north-south programs (NodePort, external and load-balancer IPs).
+    pub uplink: Option<String>,
+    pub xdp_mode: XdpAttachMode,
+    /// `--nodeport-addresses`: NodePorts answer on node addresses inside these (all when empty).
+    pub nodeport_addresses: Vec<Ipv4Cidr>,
+    /// The Maglev table size M (prime).
+    pub maglev_table_size: u16,
+    /// Where the proxy's own `/healthz` and `/livez` are served (`--healthz-bind-address`).
+    pub healthz_address: Option<SocketAddr>,
+    /// The address health-check node ports are served on.
+    pub health_check_bind_address: IpAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +84,8 @@ pub enum DaemonError {
         "interface {interface} given with --interface does not exist in this network namespace"
     )]
     NoSuchInterface { interface: String },
+    #[error("--uplink {interface} does not exist in this network namespace")]
+    NoSuchUplink { interface: String },
     #[error("serving metrics on {address}: {source}")]
     Metrics {
         address: SocketAddr,
@@ -82,11 +102,33 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
     };
     let mut object = LoadedObject::load(ProgramObject::TcPod, &load_options)?;
     let mut socket_object = LoadedObject::load(ProgramObject::Sock, &load_options)?;
+    let mut uplink_object = LoadedObject::load(ProgramObject::XdpUplink, &load_options)?;
     let mut maps = DataplaneMaps::open(&options.pin_directory)?;
-    let config = ProxyConfig {
+    let mut config = ProxyConfig {
         netns_cookie: current_netns_cookie().unwrap_or(0),
+        node_address: 0,
         ..options.config
     };
+    if let Some(uplink) = &options.uplink {
+        if !links::interfaces()?.contains(uplink) {
+            return Err(DaemonError::NoSuchUplink {
+                interface: uplink.clone(),
+            });
+        }
+        config.node_address = uplink_address(uplink);
+        let _span = info_span!("uplink", interface = %uplink, mode = %options.xdp_mode).entered();
+        match uplink::attach_uplink(
+            &mut uplink_object,
+            &options.pin_directory,
+            uplink,
+            options.xdp_mode,
+        )? {
+            Attachment::Attached => info!("north-south programs attached"),
+            Attachment::Adopted => info!("north-south programs swapped into the pinned links"),
+        }
+    } else {
+        warn!("no --uplink: NodePorts, external IPs and load-balancer IPs are not served");
+    }
     maps.write_config(&config)?;
     let mut state = maps.read_state()?;
     info!(
@@ -119,10 +161,21 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
         info!(%address, "serving Prometheus metrics at /metrics");
     }
 
-    let limits = IdLimits {
+    let limits = PlanLimits {
         max_services: options.map_sizes.services,
         max_backends: options.map_sizes.backends,
+        maglev_table_size: options.maglev_table_size,
     };
+    let proxy_health = Arc::new(ProxyHealth::new(HEALTH_TIMEOUT));
+    if let Some(address) = options.healthz_address {
+        match serve_proxy_health(address, Arc::clone(&proxy_health)) {
+            Ok(()) => info!(%address, "serving /healthz and /livez"),
+            Err(error) => warn!(%address, %error, "cannot serve /healthz; continuing without it"),
+        }
+    }
+    let mut health_checks = ServiceHealthServer::new(options.health_check_bind_address)
+        .with_proxy_health(Arc::clone(&proxy_health));
+    let mut last_address_scan: Option<Instant> = None;
     let SourceSpec::File(path) = &options.source;
     let mut source = FileSource::new(path.clone());
     let mut attached: BTreeSet<String> = BTreeSet::new();
@@ -146,7 +199,10 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
                 warn!(%error, "source rejected; the dataplane keeps the last good content");
                 false
             }
-            PollOutcome::Reloaded => true,
+            PollOutcome::Reloaded => {
+                proxy_health.queued_update();
+                true
+            }
         };
         let retry_due = retry.is_some_and(|(at, _)| Instant::now() >= at);
         if (reloaded || retry_due)
@@ -165,6 +221,10 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
             match synchronise(&mut maps, &mut state, &desired, limits) {
                 Ok(ops) => {
                     retry = None;
+                    proxy_health.updated();
+                    for error in health_checks.update(&desired.health_checks) {
+                        warn!(%error, "health-check node port not served; retrying on the next sync");
+                    }
                     info!(
                         ops,
                         frontends = desired.frontends.len(),
@@ -181,6 +241,12 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
                     warn!(%error, retry_in = ?backoff, "synchronisation failed; the dataplane keeps what it had");
                 }
             }
+        }
+        if options.uplink.is_some()
+            && last_address_scan.is_none_or(|scanned| scanned.elapsed() >= ADDRESS_SCAN_INTERVAL)
+        {
+            last_address_scan = Some(Instant::now());
+            refresh_addresses(&mut maps, &mut config, options);
         }
         if last_scan.is_none_or(|scanned| scanned.elapsed() >= INTERFACE_SCAN_INTERVAL) {
             last_scan = Some(Instant::now());
@@ -205,7 +271,7 @@ fn synchronise(
     maps: &mut DataplaneMaps,
     state: &mut DataplaneState,
     desired: &crate::translate::Desired,
-    limits: IdLimits,
+    limits: PlanLimits,
 ) -> Result<usize, SynchroniseError> {
     let sync_plan = plan(state, desired, limits)?;
     if let Err(error) = maps.execute(&sync_plan) {
@@ -217,6 +283,45 @@ fn synchronise(
     }
     state.apply(&sync_plan);
     Ok(sync_plan.ops.len())
+}
+
+/// The uplink's primary IPv4 address (network byte order), or 0 when it has none.
+fn uplink_address(uplink: &str) -> u32 {
+    match uplink::interface_addresses(uplink) {
+        Ok(addresses) => match addresses.first() {
+            Some(address) => u32::from_ne_bytes(address.octets()),
+            None => {
+                warn!(%uplink, "the uplink has no IPv4 address: flows to remote backends are not source-NATed");
+                0
+            }
+        },
+        Err(error) => {
+            warn!(%uplink, %error, "cannot read the uplink's addresses");
+            0
+        }
+    }
+}
+
+/// Keeps the NodePort addresses and the SNAT address in step with the node's addresses.
+fn refresh_addresses(maps: &mut DataplaneMaps, config: &mut ProxyConfig, options: &RunOptions) {
+    match uplink::nodeport_addresses(&options.nodeport_addresses) {
+        Ok(wanted) => {
+            if let Err(error) = maps.set_nodeport_addresses(&wanted) {
+                warn!(%error, "cannot update the NodePort addresses");
+            }
+        }
+        Err(error) => warn!(%error, "cannot list the node's addresses"),
+    }
+    if let Some(uplink) = &options.uplink {
+        let address = uplink_address(uplink);
+        if address != config.node_address {
+            config.node_address = address;
+            match maps.write_config(config) {
+                Ok(()) => info!(address = %std::net::Ipv4Addr::from(address.to_ne_bytes()), "SNAT address changed"),
+                Err(error) => warn!(%error, "cannot write the new SNAT address"),
+            }
+        }
+    }
 }
 
 /// Attaches to interfaces that appeared; forgets those that went away.

@@ -6,7 +6,9 @@
 
 pub mod attach;
 pub mod daemon;
+pub mod healthcheck;
 pub mod links;
+pub mod maglev;
 pub mod maps;
 pub mod metrics;
 pub mod programs;
@@ -15,3 +17,4 @@ pub mod stats;
 pub mod status;
 pub mod sync;
 pub mod translate;
+pub mod uplink;

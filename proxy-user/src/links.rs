@@ -67,7 +67,7 @@ pub fn links_directory(pin_directory: &Path) -> PathBuf {
     pin_directory.join("links")
 }
 
-fn pin_path(directory: &Path, interface: &str, suffix: &str) -> PathBuf {
+pub(crate) fn pin_path(directory: &Path, interface: &str, suffix: &str) -> PathBuf {
     directory.join(format!("{interface}-{suffix}"))
 }
 
@@ -121,20 +121,26 @@ pub fn attach_pod_interface(
         };
         let link = classifier.take_link(link_id).map_err(attach_error)?;
         let link = FdLink::try_from(link).map_err(|error| pin_error(error.to_string()))?;
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => return Err(pin_error(error.to_string())),
-        }
-        link.pin(&path)
-            .map_err(|error: PinError| pin_error(error.to_string()))?;
+        pin_link(link, &path).map_err(pin_error)?;
     }
     Ok(attachment)
 }
 
+/// Pins `link` at `path`, replacing whatever pin is there.
+pub(crate) fn pin_link(link: FdLink, path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error.to_string()),
+    }
+    link.pin(path)
+        .map(|_| ())
+        .map_err(|error: PinError| error.to_string())
+}
+
 /// Swaps `classifier` into the live link pinned at `path`, if there is one. A pin whose link is
 /// dead (its interface was deleted) is removed.
-fn adopt(
+pub(crate) fn adopt(
     classifier: &mut SchedClassifier,
     path: &Path,
 ) -> Option<aya::programs::tc::SchedClassifierLinkId> {

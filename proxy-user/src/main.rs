@@ -14,12 +14,14 @@ use clap::{Args, Parser, Subcommand};
 use proxy_common::ProxyConfig;
 use skiff_proxy::{
     daemon::{self, RunOptions},
+    maglev,
     maps::DataplaneMaps,
     programs::{
         DEFAULT_PIN_DIRECTORY, LoadOptions, LoadedObject, MapSizes, ProgramObject, is_on_bpffs,
     },
     source::SourceSpec,
     status,
+    uplink::{Ipv4Cidr, XdpAttachMode},
 };
 
 /// Skiff's eBPF service dataplane: ClusterIP load balancing in TC programs, BPF conntrack.
@@ -33,7 +35,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Program the dataplane from Services and EndpointSlices and keep it in sync.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print services, backends and conntrack entries from the pinned maps.
     Status {
         /// bpffs directory holding the dataplane's pinned maps.
@@ -97,6 +99,27 @@ struct RunArgs {
     /// Idle timeout of UDP flows with replies, seconds (nf_conntrack_udp_timeout_stream).
     #[arg(long, default_value_t = ProxyConfig::default().udp_stream_timeout_seconds)]
     conntrack_udp_timeout_stream: u32,
+    /// The node's uplink: NodePorts, external IPs and load-balancer IPs are served on traffic
+    /// arriving here (XDP), and flows to remote backends are source-NATed to its address.
+    #[arg(long)]
+    uplink: Option<String>,
+    /// How the uplink programs attach: `native` XDP, `generic` (skb) XDP, or `tc` (no XDP).
+    #[arg(long, default_value_t = XdpAttachMode::Native)]
+    xdp_mode: XdpAttachMode,
+    /// How remote backends are reached from the uplink: `snat` (replies return through this
+    /// node). `dsr` is not implemented yet.
+    #[arg(long, default_value = "snat")]
+    lb_mode: String,
+    /// Node addresses NodePorts answer on, as CIDRs (comma-separated); default: every IPv4
+    /// address of the node.
+    #[arg(long, value_delimiter = ',')]
+    nodeport_addresses: Vec<Ipv4Cidr>,
+    /// Maglev lookup table size per north-south frontend (a prime; slots per frontend).
+    #[arg(long, default_value_t = maglev::DEFAULT_TABLE_SIZE as u32)]
+    maglev_table_size: u32,
+    /// Where the proxy's `/healthz` and `/livez` are served (kube-proxy's default port).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_bind_address: SocketAddr,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -114,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Status {
             bpffs,
             conntrack_limit,
@@ -140,6 +163,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.interfaces.is_empty() && args.interface_prefix.is_none() {
         tracing::warn!("no --interface or --interface-prefix: no pod traffic will be balanced");
     }
+    anyhow::ensure!(
+        args.lb_mode == "snat",
+        "--lb-mode {:?}: only snat is implemented (dsr is not yet)",
+        args.lb_mode
+    );
+    let maglev_table_size = maglev::validate_table_size(args.maglev_table_size)?;
     let defaults = ProxyConfig::default();
     let options = RunOptions {
         source: args.source,
@@ -164,6 +193,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             udp_stream_timeout_seconds: args.conntrack_udp_timeout_stream,
             ..defaults
         },
+        uplink: args.uplink,
+        xdp_mode: args.xdp_mode,
+        nodeport_addresses: args.nodeport_addresses,
+        maglev_table_size,
+        healthz_address: Some(args.healthz_bind_address),
+        health_check_bind_address: args.healthz_bind_address.ip(),
     };
     for signal in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.

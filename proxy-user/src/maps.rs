@@ -8,13 +8,20 @@ use std::path::{Path, PathBuf};
 
 use crate::sync::{DataplaneState, MapOp, SyncPlan};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use aya::maps::{
+    Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key as LpmKey,
+};
 use proxy_common::{
     AFFINITY_MAP, AffinityKey, AffinityValue, BACKEND_SLOTS_MAP, BACKEND_STATS_MAP, BACKENDS_MAP,
     Backend, BackendSlotKey, CONFIG_MAP, CONNTRACK_MAP, ConntrackKey, ConntrackValue,
-    DROP_STATS_MAP, FlowCounter, PacketCounter, ProxyConfig, SERVICE_STATS_MAP, SERVICES_MAP,
-    ServiceKey, ServiceValue,
+    DROP_STATS_MAP, EXTERNAL_PATH_STATS_MAP, FlowCounter, NODEPORT_ADDRESS_PRESENT,
+    NODEPORT_ADDRESSES_MAP, PacketCounter, ProxyConfig, SERVICE_STATS_MAP, SERVICES_MAP,
+    SOURCE_RANGES_MAP, ServiceKey, ServiceValue, SourceRangeKey, source_range_prefix_length,
 };
+
+use crate::translate::SourceRange;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -26,6 +33,11 @@ pub enum MapsError {
     },
     #[error("writing the {CONFIG_MAP} map: {source}")]
     Config {
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("writing the {NODEPORT_ADDRESSES_MAP} map: {source}")]
+    NodePortAddresses {
         #[source]
         source: Box<MapError>,
     },
@@ -62,6 +74,9 @@ pub struct DataplaneMaps {
     pub service_stats: PerCpuArray<MapData, FlowCounter>,
     pub backend_stats: PerCpuArray<MapData, FlowCounter>,
     pub drop_stats: PerCpuArray<MapData, PacketCounter>,
+    pub nodeport_addresses: HashMap<MapData, u32, u32>,
+    pub source_ranges: LpmTrie<MapData, SourceRangeKey, u32>,
+    pub external_path_stats: PerCpuArray<MapData, PacketCounter>,
 }
 
 fn open<T>(directory: &Path, name: &str) -> Result<T, MapsError>
@@ -94,6 +109,9 @@ impl DataplaneMaps {
             service_stats: open(pin_directory, SERVICE_STATS_MAP)?,
             backend_stats: open(pin_directory, BACKEND_STATS_MAP)?,
             drop_stats: open(pin_directory, DROP_STATS_MAP)?,
+            nodeport_addresses: open(pin_directory, NODEPORT_ADDRESSES_MAP)?,
+            source_ranges: open(pin_directory, SOURCE_RANGES_MAP)?,
+            external_path_stats: open(pin_directory, EXTERNAL_PATH_STATS_MAP)?,
         })
     }
 }
@@ -113,11 +131,71 @@ fn read_all<K: aya::Pod, V: aya::Pod>(
 impl DataplaneMaps {
     /// What the service maps hold now (at start: what a previous skiff-proxy left pinned).
     pub fn read_state(&self) -> Result<DataplaneState, MapsError> {
-        Ok(DataplaneState::from_maps(
+        let mut state = DataplaneState::from_maps(
             read_all(&self.services, SERVICES_MAP)?,
             read_all(&self.backend_slots, BACKEND_SLOTS_MAP)?,
             read_all(&self.backends, BACKENDS_MAP)?,
-        ))
+        );
+        state.source_ranges = self.read_source_ranges()?;
+        Ok(state)
+    }
+
+    fn read_source_ranges(&self) -> Result<BTreeSet<(u32, SourceRange)>, MapsError> {
+        let keys = self
+            .source_ranges
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| MapsError::Read {
+                map: SOURCE_RANGES_MAP,
+                source: Box::new(source),
+            })?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| {
+                let data = key.data();
+                let prefix_length = u8::try_from(key.prefix_len().checked_sub(32)?).ok()?;
+                let range = SourceRange {
+                    address: Ipv4Addr::from(data.address.to_ne_bytes()),
+                    prefix_length,
+                };
+                Some((u32::from_be(data.service_id), range))
+            })
+            .collect())
+    }
+
+    /// The NodePort addresses in the map.
+    pub fn nodeport_addresses(&self) -> Result<BTreeSet<Ipv4Addr>, MapsError> {
+        Ok(read_all(&self.nodeport_addresses, NODEPORT_ADDRESSES_MAP)?
+            .into_iter()
+            .map(|(address, _)| Ipv4Addr::from(address.to_ne_bytes()))
+            .collect())
+    }
+
+    /// Makes the NodePort addresses exactly `wanted` (new ones first, then stale ones removed).
+    pub fn set_nodeport_addresses(&mut self, wanted: &BTreeSet<Ipv4Addr>) -> Result<(), MapsError> {
+        let current = self.nodeport_addresses()?;
+        let write_error = |source| MapsError::NodePortAddresses {
+            source: Box::new(source),
+        };
+        for address in wanted.difference(&current) {
+            self.nodeport_addresses
+                .insert(
+                    u32::from_ne_bytes(address.octets()),
+                    NODEPORT_ADDRESS_PRESENT,
+                    0,
+                )
+                .map_err(write_error)?;
+        }
+        for address in current.difference(wanted) {
+            match self
+                .nodeport_addresses
+                .remove(&u32::from_ne_bytes(address.octets()))
+            {
+                Err(error) if !is_not_found(&error) => return Err(write_error(error)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Executes a plan's map updates in order. Stops at the first failure, so the invariants the
@@ -131,6 +209,13 @@ impl DataplaneMaps {
                 MapOp::DeleteSlot(key) => self.backend_slots.remove(&key),
                 MapOp::DeleteService(key) => self.services.remove(&key),
                 MapOp::DeleteBackend(id) => self.backends.remove(&id),
+                MapOp::PutSourceRange { service_id, range } => {
+                    self.source_ranges
+                        .insert(&source_range_key(service_id, &range), 1, 0)
+                }
+                MapOp::DeleteSourceRange { service_id, range } => self
+                    .source_ranges
+                    .remove(&source_range_key(service_id, &range)),
             };
             match result {
                 Ok(()) => {}
@@ -142,6 +227,7 @@ impl DataplaneMaps {
                             MapOp::DeleteSlot(_)
                                 | MapOp::DeleteService(_)
                                 | MapOp::DeleteBackend(_)
+                                | MapOp::DeleteSourceRange { .. }
                         ) => {}
                 Err(source) => {
                     return Err(MapsError::Write {
@@ -162,6 +248,17 @@ impl DataplaneMaps {
                 source: Box::new(source),
             })
     }
+}
+
+/// The `SOURCE_RANGES` key of one service's source prefix.
+fn source_range_key(service_id: u32, range: &SourceRange) -> LpmKey<SourceRangeKey> {
+    LpmKey::new(
+        source_range_prefix_length(range.prefix_length),
+        SourceRangeKey {
+            service_id: service_id.to_be(),
+            address: u32::from_ne_bytes(range.address.octets()),
+        },
+    )
 }
 
 /// Whether a map error says the key does not exist.

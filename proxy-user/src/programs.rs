@@ -28,7 +28,7 @@ pub enum ProgramObject {
     TcPod,
     /// cgroup socket-address programs for the node's own sockets (`proxy-ebpf/src/sock.rs`).
     Sock,
-    /// XDP program for the node's uplink (`proxy-ebpf/src/xdp_uplink.rs`).
+    /// Programs for the node's uplink, XDP and its TC companion (`proxy-ebpf/src/xdp_uplink.rs`).
     XdpUplink,
 }
 
@@ -47,8 +47,12 @@ pub enum ProgramName {
     SockRecvmsg4,
     /// cgroup getpeername4: a connected socket shows the VIP as its peer.
     SockGetpeername4,
-    /// XDP on the uplink.
+    /// XDP on the uplink: NodePort, external and load-balancer IPs, replies of remote backends.
     XdpUplink,
+    /// TC, ingress of the uplink: sends frames `xdp_uplink` handed off for neighbour resolution.
+    TcUplink,
+    /// TC, ingress of the uplink, in place of both above (`--xdp-mode tc`).
+    TcUplinkFallback,
 }
 
 impl ProgramName {
@@ -62,6 +66,8 @@ impl ProgramName {
             ProgramName::SockRecvmsg4 => "sock_recvmsg4",
             ProgramName::SockGetpeername4 => "sock_getpeername4",
             ProgramName::XdpUplink => "xdp_uplink",
+            ProgramName::TcUplink => "tc_uplink",
+            ProgramName::TcUplinkFallback => "tc_uplink_fallback",
         }
     }
 
@@ -72,7 +78,9 @@ impl ProgramName {
             | ProgramName::SockSendmsg4
             | ProgramName::SockRecvmsg4
             | ProgramName::SockGetpeername4 => ProgramObject::Sock,
-            ProgramName::XdpUplink => ProgramObject::XdpUplink,
+            ProgramName::XdpUplink | ProgramName::TcUplink | ProgramName::TcUplinkFallback => {
+                ProgramObject::XdpUplink
+            }
         }
     }
 }
@@ -96,7 +104,11 @@ impl ProgramObject {
                 ProgramName::SockRecvmsg4,
                 ProgramName::SockGetpeername4,
             ],
-            ProgramObject::XdpUplink => &[ProgramName::XdpUplink],
+            ProgramObject::XdpUplink => &[
+                ProgramName::XdpUplink,
+                ProgramName::TcUplink,
+                ProgramName::TcUplinkFallback,
+            ],
         }
     }
 
@@ -242,7 +254,10 @@ impl LoadedObject {
             };
             let handle = ebpf.program_mut(name).ok_or_else(missing)?;
             let result = match program {
-                ProgramName::TcFromPod | ProgramName::TcToPod => {
+                ProgramName::TcFromPod
+                | ProgramName::TcToPod
+                | ProgramName::TcUplink
+                | ProgramName::TcUplinkFallback => {
                     let classifier: &mut SchedClassifier =
                         handle.try_into().map_err(|_| missing())?;
                     classifier.load()
@@ -322,7 +337,10 @@ impl LoadedObject {
             .program(program.as_str())
             .ok_or(ProgramError::UnexpectedProgramType)?;
         let result = match program {
-            ProgramName::TcFromPod | ProgramName::TcToPod => {
+            ProgramName::TcFromPod
+            | ProgramName::TcToPod
+            | ProgramName::TcUplink
+            | ProgramName::TcUplinkFallback => {
                 let classifier: &SchedClassifier = handle.try_into()?;
                 classifier.test_run(options)?
             }

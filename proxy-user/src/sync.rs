@@ -22,20 +22,25 @@ use std::net::Ipv4Addr;
 
 use proxy_common::{
     BACKEND_FLAG_LOCAL, BACKEND_FLAG_READY, BACKEND_FLAG_SERVING, BACKEND_FLAG_TERMINATING,
-    Backend, BackendSlotKey, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_DROP_WHEN_EMPTY, ServiceKey,
-    ServiceValue,
+    Backend, BackendSlotKey, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_DROP_WHEN_EMPTY,
+    SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_EXTERNAL_LOCAL, SERVICE_FLAG_MAGLEV,
+    SERVICE_FLAG_SOURCE_RANGES, ServiceKey, ServiceValue,
 };
 
+use crate::maglev;
 use crate::translate::{
     BackendAddr, BackendConditions, Desired, DesiredFrontend, Frontend, Protocol, ServicePortName,
+    SourceRange,
 };
 
-/// The sizes of the id spaces: ids are `1..max_services` and `1..max_backends` (they index the
-/// per-service and per-backend statistics arrays, whose entry 0 is never used).
+/// The sizes a plan works within: the id spaces (ids are `1..max_services` and
+/// `1..max_backends`; they index the per-service and per-backend statistics arrays, whose entry
+/// 0 is never used) and the Maglev table size M (the slots of a Maglev frontend).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IdLimits {
+pub struct PlanLimits {
     pub max_services: u32,
     pub max_backends: u32,
+    pub maglev_table_size: u16,
 }
 
 /// What the service maps hold: `SERVICES`, `BACKEND_SLOTS` and `BACKENDS`, plus which protocol
@@ -49,6 +54,8 @@ pub struct DataplaneState {
     /// the live slots that name the backend (through their service's protocol); a backend no live
     /// slot names (one kept only for existing flows) is adopted by address and port alone.
     pub backend_protocols: BTreeMap<u32, Protocol>,
+    /// `SOURCE_RANGES`: the allowed source prefixes, by service id.
+    pub source_ranges: BTreeSet<(u32, SourceRange)>,
 }
 
 /// One map update.
@@ -66,9 +73,17 @@ pub enum MapOp {
         key: ServiceKey,
         value: ServiceValue,
     },
+    PutSourceRange {
+        service_id: u32,
+        range: SourceRange,
+    },
     DeleteSlot(BackendSlotKey),
     DeleteService(ServiceKey),
     DeleteBackend(u32),
+    DeleteSourceRange {
+        service_id: u32,
+        range: SourceRange,
+    },
 }
 
 /// The map updates that turn the current state into the desired one, to be executed in order.
@@ -145,6 +160,18 @@ pub fn service_flags(frontend: &DesiredFrontend) -> u8 {
     if frontend.drop_when_no_endpoints {
         flags |= SERVICE_FLAG_DROP_WHEN_EMPTY;
     }
+    if frontend.kind.is_external() {
+        flags |= SERVICE_FLAG_EXTERNAL;
+    }
+    if frontend.maglev {
+        flags |= SERVICE_FLAG_MAGLEV;
+    }
+    if frontend.external_traffic_local {
+        flags |= SERVICE_FLAG_EXTERNAL_LOCAL;
+    }
+    if !frontend.source_ranges.is_empty() {
+        flags |= SERVICE_FLAG_SOURCE_RANGES;
+    }
     flags
 }
 
@@ -203,6 +230,7 @@ impl DataplaneState {
             slots: slots.into_iter().collect(),
             backends: backends.into_iter().collect(),
             backend_protocols: BTreeMap::new(),
+            source_ranges: BTreeSet::new(),
         };
         let mut protocols = BTreeMap::new();
         for (key, value) in &state.services {
@@ -266,6 +294,12 @@ impl DataplaneState {
                 self.backends.remove(&id);
                 self.backend_protocols.remove(&id);
             }
+            MapOp::PutSourceRange { service_id, range } => {
+                self.source_ranges.insert((service_id, range));
+            }
+            MapOp::DeleteSourceRange { service_id, range } => {
+                self.source_ranges.remove(&(service_id, range));
+            }
         }
     }
 
@@ -283,7 +317,7 @@ impl DataplaneState {
 pub fn plan(
     current: &DataplaneState,
     desired: &Desired,
-    limits: IdLimits,
+    limits: PlanLimits,
 ) -> Result<SyncPlan, SyncError> {
     let wanted_backends = wanted_backends(desired);
     let backend_ids = assign_backend_ids(current, &wanted_backends, limits.max_backends)?;
@@ -326,16 +360,33 @@ pub fn plan(
                 .is_some_and(|value| Some(&value.service_id) != service_ids.get(&key))
         });
     let mut final_slots: BTreeMap<BackendSlotKey, u32> = BTreeMap::new();
+    let mut final_source_ranges: BTreeSet<(u32, SourceRange)> = BTreeSet::new();
     for (frontend, wanted) in changing_id.into_iter().chain(keeping_id) {
         let key = service_key(frontend);
         let Some(&service_id) = service_ids.get(&key) else {
             continue;
         };
-        let slot_backends: Vec<u32> = wanted
-            .new_flow_backends
+        // A Maglev frontend's slots are its table: M slots, each naming the backend the table
+        // puts there (the same on every node, as it depends only on the backend set).
+        let slot_order = if wanted.maglev && !wanted.new_flow_backends.is_empty() {
+            maglev::table(&wanted.new_flow_backends, limits.maglev_table_size)
+        } else {
+            wanted.new_flow_backends.clone()
+        };
+        let slot_backends: Vec<u32> = slot_order
             .iter()
             .filter_map(|backend| backend_ids.get(backend).copied())
             .collect();
+        // Source ranges go in before the entry that makes the service check them.
+        for range in &wanted.source_ranges {
+            final_source_ranges.insert((service_id, *range));
+            if !current.source_ranges.contains(&(service_id, *range)) {
+                ops.push(MapOp::PutSourceRange {
+                    service_id,
+                    range: *range,
+                });
+            }
+        }
         let too_many = || SyncError::TooManySlots {
             frontend: *frontend,
             service: wanted.service.clone(),
@@ -384,6 +435,11 @@ pub fn plan(
     for key in current.slots.keys() {
         if !final_slots.contains_key(key) {
             ops.push(MapOp::DeleteSlot(*key));
+        }
+    }
+    for &(service_id, range) in &current.source_ranges {
+        if !final_source_ranges.contains(&(service_id, range)) {
+            ops.push(MapOp::DeleteSourceRange { service_id, range });
         }
     }
     let kept_backend_ids: BTreeSet<u32> = backend_ids.values().copied().collect();
@@ -566,9 +622,10 @@ fn assign_service_ids(
 mod tests {
     use super::*;
 
-    const LIMITS: IdLimits = IdLimits {
+    const LIMITS: PlanLimits = PlanLimits {
         max_services: 64,
         max_backends: 64,
+        maglev_table_size: 7,
     };
 
     fn frontend(address: &str, port: u16, protocol: Protocol) -> Frontend {
@@ -621,13 +678,14 @@ mod tests {
             drop_when_no_endpoints: false,
             new_flow_backends: ready.to_vec(),
             backends,
+            ..DesiredFrontend::default()
         }
     }
 
     fn desired(frontends: Vec<(Frontend, DesiredFrontend)>) -> Desired {
         Desired {
             frontends: frontends.into_iter().collect(),
-            warnings: Vec::new(),
+            ..Desired::default()
         }
     }
 
@@ -1141,9 +1199,10 @@ mod tests {
 
     #[test]
     fn exhausted_service_ids_are_an_error_naming_the_limit_and_plan_nothing() {
-        let limits = IdLimits {
+        let limits = PlanLimits {
             max_services: 2,
             max_backends: 64,
+            maglev_table_size: 7,
         };
         let wanted = desired(vec![
             (web_frontend(), service("web", &[], &[])),
@@ -1162,9 +1221,10 @@ mod tests {
 
     #[test]
     fn exhausted_backend_ids_are_an_error_naming_the_limit() {
-        let limits = IdLimits {
+        let limits = PlanLimits {
             max_services: 64,
             max_backends: 2,
+            maglev_table_size: 7,
         };
         let wanted = desired(vec![(
             web_frontend(),
@@ -1189,9 +1249,10 @@ mod tests {
 
     #[test]
     fn ids_of_deleted_backends_are_not_reused_within_the_same_plan() {
-        let limits = IdLimits {
+        let limits = PlanLimits {
             max_services: 64,
             max_backends: 3,
+            maglev_table_size: 7,
         };
         let mut state = DataplaneState::default();
         let plan_one = plan(

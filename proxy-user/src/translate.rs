@@ -1,11 +1,14 @@
 //! Translation of Services and EndpointSlices into the desired content of the service dataplane.
 //!
-//! Owns the Kubernetes semantics of load balancing, exactly as upstream kube-proxy applies them to
-//! ClusterIP traffic: which Services get a frontend, how a Service port finds its EndpointSlice
-//! port (and so a named `targetPort` its number), which endpoints new flows may use (ready, else
-//! serving and terminating — KEP-1669), which endpoints existing flows may keep,
-//! `internalTrafficPolicy: Local`, and `sessionAffinity: ClientIP`. The result, [`Desired`], is
-//! deterministic (sorted) so that a diff against the dataplane is stable.
+//! Owns the Kubernetes semantics of load balancing, exactly as upstream kube-proxy applies them:
+//! which Services get a frontend, how a Service port finds its EndpointSlice port (and so a named
+//! `targetPort` its number), which endpoints new flows may use (ready, else serving and
+//! terminating — KEP-1669), which endpoints existing flows may keep, `internalTrafficPolicy:
+//! Local`, and `sessionAffinity: ClientIP`. ClusterIP frontends are built here; the external ones
+//! (NodePorts, `externalIPs`, load-balancer IPs, with `externalTrafficPolicy`,
+//! `loadBalancerSourceRanges` and the health-check node ports) in the `external` submodule, from
+//! the ClusterIP frontend of the same port. The result, [`Desired`], is deterministic (sorted,
+//! independent of input order) so that a diff against the dataplane is stable.
 //!
 //! Pure: no I/O, no BPF, no ids (the sync assigns them). Never panics on bad input: an object or
 //! field it cannot use is skipped and reported in [`Desired::warnings`].
@@ -16,6 +19,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+
+mod external;
+
+pub use external::{ANNOTATION_LB_MODE, ANNOTATION_LOAD_BALANCER_SOURCE_RANGES};
 
 /// The label that ties an EndpointSlice to its Service (in the same namespace).
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -64,9 +71,11 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A service frontend as a packet names it: ClusterIP, service port and protocol.
+/// A service frontend as a packet names it: address, service port and protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Frontend {
+    /// The ClusterIP, external IP or load-balancer IP; `0.0.0.0` for a NodePort, which answers
+    /// on every NodePort address of the node (the port is then the `nodePort`).
     pub address: Ipv4Addr,
     pub port: u16,
     pub protocol: Protocol,
@@ -150,31 +159,123 @@ impl fmt::Display for ServicePortName {
     }
 }
 
+/// Which Service field a frontend comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FrontendKind {
+    /// `spec.clusterIP(s)`: traffic from pods and the node (TC and socket programs).
+    #[default]
+    ClusterIp,
+    /// `spec.ports[].nodePort` on the node's NodePort addresses (XDP on the uplink).
+    NodePort,
+    /// `spec.externalIPs`.
+    ExternalIp,
+    /// `status.loadBalancer.ingress[].ip`.
+    LoadBalancer,
+}
+
+impl FrontendKind {
+    /// Whether traffic from outside the cluster reaches this frontend (north-south), so that
+    /// `externalTrafficPolicy`, Maglev and SNAT/DSR apply.
+    pub const fn is_external(self) -> bool {
+        !matches!(self, FrontendKind::ClusterIp)
+    }
+
+    /// The name used in status output and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FrontendKind::ClusterIp => "ClusterIP",
+            FrontendKind::NodePort => "NodePort",
+            FrontendKind::ExternalIp => "ExternalIP",
+            FrontendKind::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// How an external frontend reaches a backend on another node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LoadBalancerMode {
+    /// The ingress node rewrites the source to its own address; replies return through it.
+    #[default]
+    Snat,
+    /// Direct server return: the backend answers the client directly.
+    Dsr,
+}
+
+impl LoadBalancerMode {
+    /// The value of `--lb-mode` and of the `skiff.dev/lb-mode` annotation.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LoadBalancerMode::Snat => "snat",
+            LoadBalancerMode::Dsr => "dsr",
+        }
+    }
+}
+
+/// An IPv4 prefix of `spec.loadBalancerSourceRanges`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceRange {
+    /// The network address (host bits zero).
+    pub address: Ipv4Addr,
+    pub prefix_length: u8,
+}
+
+impl fmt::Display for SourceRange {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}/{}", self.address, self.prefix_length)
+    }
+}
+
+/// A `spec.healthCheckNodePort` skiff-proxy serves (`type: LoadBalancer` with
+/// `externalTrafficPolicy: Local`), and what it answers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HealthCheck {
+    pub namespace: String,
+    pub name: String,
+    pub node_port: u16,
+    /// Endpoints of the Service on this node that are ready (the count kube-proxy reports; a
+    /// node whose local endpoints all terminate answers 503 so load balancers drain it).
+    pub local_endpoints: usize,
+}
+
 /// What one frontend must do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredFrontend {
     pub service: ServicePortName,
+    pub kind: FrontendKind,
     /// `Some(timeoutSeconds)` when `sessionAffinity: ClientIP`.
     pub session_affinity_timeout_seconds: Option<u32>,
     /// With no backend for new flows, drop packets instead of rejecting them: upstream does so
-    /// for `internalTrafficPolicy: Local` when endpoints exist, but none on this node.
+    /// for a `Local` traffic policy (`internalTrafficPolicy` for ClusterIP frontends,
+    /// `externalTrafficPolicy` for the others) when endpoints exist, but none on this node.
     pub drop_when_no_endpoints: bool,
     /// The backends new flows are balanced over, sorted. Empty: reject (or drop, above).
     pub new_flow_backends: Vec<BackendAddr>,
     /// Every backend an existing flow may keep using (a superset of `new_flow_backends`), with
     /// its conditions.
     pub backends: BTreeMap<BackendAddr, BackendConditions>,
+    /// External frontends with `externalTrafficPolicy: Local`: only local endpoints, and the
+    /// client's source address is kept (never SNAT).
+    pub external_traffic_local: bool,
+    /// New flows are placed with the Maglev table (external frontends), not at random.
+    pub maglev: bool,
+    /// The `skiff.dev/lb-mode` annotation; `None`: skiff-proxy's `--lb-mode`.
+    pub load_balancer_mode: Option<LoadBalancerMode>,
+    /// `spec.loadBalancerSourceRanges` (load-balancer frontends only); empty: every source.
+    pub source_ranges: Vec<SourceRange>,
 }
 
 /// The desired content of the service dataplane.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
     pub frontends: BTreeMap<Frontend, DesiredFrontend>,
+    /// Health-check node ports to serve, sorted.
+    pub health_checks: Vec<HealthCheck>,
     /// Objects and fields that were skipped, each naming the object and the field.
     pub warnings: Vec<String>,
 }
 
-/// `internalTrafficPolicy`: which endpoints serve traffic from inside the cluster.
+/// `internalTrafficPolicy` (ClusterIP frontends) or `externalTrafficPolicy` (external frontends):
+/// which endpoints new flows may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TrafficPolicy {
     Cluster,
@@ -214,6 +315,7 @@ pub fn translate(services: &[Service], slices: &[EndpointSlice], node_name: &str
     for service in services {
         translate_service(service, &slices_by_service, &mut desired);
     }
+    desired.health_checks.sort();
     desired
 }
 
@@ -415,6 +517,7 @@ fn translate_service(
         .get(&key)
         .map(Vec::as_slice)
         .unwrap_or_default();
+    let external = external::ExternalSpec::parse(service, spec, &object, warnings);
 
     for (index, port) in spec.ports.iter().flatten().enumerate() {
         let field = format!("spec.ports[{index}]");
@@ -425,46 +528,86 @@ fn translate_service(
         let endpoints = endpoints_for_port(slices, &port_name, protocol);
         let (new_flow_backends, drop_when_no_endpoints) =
             select_new_flow_backends(&endpoints, policy);
-        let backend = |address: Ipv4Addr, port: u16| BackendAddr {
-            address,
-            port,
-            protocol,
-        };
-        let frontend_template = DesiredFrontend {
+        let cluster_ip = DesiredFrontend {
             service: ServicePortName {
                 namespace: key.0.clone(),
                 name: key.1.clone(),
                 port: port_name,
             },
+            kind: FrontendKind::ClusterIp,
             session_affinity_timeout_seconds,
             drop_when_no_endpoints,
-            new_flow_backends: new_flow_backends
-                .iter()
-                .map(|&(a, p)| backend(a, p))
-                .collect(),
+            new_flow_backends: backend_addresses(&new_flow_backends, protocol),
             backends: endpoints
                 .iter()
                 .filter(|(_, conditions)| keeps_existing_flows(conditions, protocol))
-                .map(|(&(address, port), &conditions)| (backend(address, port), conditions))
+                .map(|(&(address, port), &conditions)| {
+                    let backend = BackendAddr {
+                        address,
+                        port,
+                        protocol,
+                    };
+                    (backend, conditions)
+                })
                 .collect(),
+            ..DesiredFrontend::default()
         };
+        let external_frontends = external.frontends(
+            port,
+            number,
+            protocol,
+            &cluster_ip,
+            &endpoints,
+            &object,
+            &field,
+            warnings,
+        );
         for &address in &addresses {
             let frontend = Frontend {
                 address,
                 port: number,
                 protocol,
             };
-            match desired.frontends.entry(frontend) {
-                Entry::Vacant(entry) => {
-                    entry.insert(frontend_template.clone());
-                }
-                Entry::Occupied(entry) => warnings.push(format!(
-                    "{object}: {field}: frontend {frontend} is already used by {}; ignored",
-                    entry.get().service
-                )),
-            }
+            let claim = (frontend, cluster_ip.clone());
+            insert_frontend(&mut desired.frontends, claim, &object, &field, warnings);
+        }
+        for claim in external_frontends {
+            insert_frontend(&mut desired.frontends, claim, &object, &field, warnings);
         }
     }
+    external.add_health_check(&key, slices, &mut desired.health_checks, &object, warnings);
+}
+
+/// Adds a frontend unless another Service (the first by namespace/name, as Services are
+/// translated in that order) already has its address, port and protocol.
+fn insert_frontend(
+    frontends: &mut BTreeMap<Frontend, DesiredFrontend>,
+    (frontend, desired): (Frontend, DesiredFrontend),
+    object: &str,
+    field: &str,
+    warnings: &mut Vec<String>,
+) {
+    match frontends.entry(frontend) {
+        Entry::Vacant(entry) => {
+            entry.insert(desired);
+        }
+        Entry::Occupied(entry) => warnings.push(format!(
+            "{object}: {field}: frontend {frontend} is already used by {}; ignored",
+            entry.get().service
+        )),
+    }
+}
+
+/// The backends of `endpoints` (address, target port) for `protocol`.
+fn backend_addresses(endpoints: &[(Ipv4Addr, u16)], protocol: Protocol) -> Vec<BackendAddr> {
+    endpoints
+        .iter()
+        .map(|&(address, port)| BackendAddr {
+            address,
+            port,
+            protocol,
+        })
+        .collect()
 }
 
 /// The Service's IPv4 ClusterIPs; `None` (after a warning where it is a mistake) when it has none.
@@ -678,9 +821,14 @@ mod tests {
 
     use super::*;
 
-    const NODE: &str = "node-a";
+    pub(super) const NODE: &str = "node-a";
 
-    fn service(namespace: &str, name: &str, cluster_ip: &str, ports: Vec<ServicePort>) -> Service {
+    pub(super) fn service(
+        namespace: &str,
+        name: &str,
+        cluster_ip: &str,
+        ports: Vec<ServicePort>,
+    ) -> Service {
         Service {
             metadata: ObjectMeta {
                 namespace: Some(namespace.to_owned()),
@@ -697,11 +845,11 @@ mod tests {
         }
     }
 
-    fn spec(service: &mut Service) -> &mut ServiceSpec {
+    pub(super) fn spec(service: &mut Service) -> &mut ServiceSpec {
         service.spec.get_or_insert_with(ServiceSpec::default)
     }
 
-    fn service_port(
+    pub(super) fn service_port(
         name: &str,
         port: i32,
         protocol: &str,
@@ -716,7 +864,7 @@ mod tests {
         }
     }
 
-    fn slice(
+    pub(super) fn slice(
         namespace: &str,
         name: &str,
         service_name: &str,
@@ -739,7 +887,7 @@ mod tests {
         }
     }
 
-    fn slice_port(name: &str, port: i32, protocol: &str) -> EndpointPort {
+    pub(super) fn slice_port(name: &str, port: i32, protocol: &str) -> EndpointPort {
         EndpointPort {
             name: Some(name.to_owned()),
             port: Some(port),
@@ -748,7 +896,7 @@ mod tests {
         }
     }
 
-    fn endpoint(address: &str) -> Endpoint {
+    pub(super) fn endpoint(address: &str) -> Endpoint {
         Endpoint {
             addresses: vec![address.to_owned()],
             conditions: Some(EndpointConditions {
@@ -761,7 +909,7 @@ mod tests {
         }
     }
 
-    fn with_conditions(
+    pub(super) fn with_conditions(
         mut endpoint: Endpoint,
         ready: bool,
         serving: bool,
@@ -775,12 +923,12 @@ mod tests {
         endpoint
     }
 
-    fn on_node(mut endpoint: Endpoint, node: &str) -> Endpoint {
+    pub(super) fn on_node(mut endpoint: Endpoint, node: &str) -> Endpoint {
         endpoint.node_name = Some(node.to_owned());
         endpoint
     }
 
-    fn frontend(address: &str, port: u16, protocol: Protocol) -> Frontend {
+    pub(super) fn frontend(address: &str, port: u16, protocol: Protocol) -> Frontend {
         Frontend {
             address: address.parse().expect("test address"),
             port,
@@ -788,7 +936,7 @@ mod tests {
         }
     }
 
-    fn backend(address: &str, port: u16, protocol: Protocol) -> BackendAddr {
+    pub(super) fn backend(address: &str, port: u16, protocol: Protocol) -> BackendAddr {
         BackendAddr {
             address: address.parse().expect("test address"),
             port,
@@ -796,7 +944,7 @@ mod tests {
         }
     }
 
-    fn web_service() -> Service {
+    pub(super) fn web_service() -> Service {
         service(
             "default",
             "web",
@@ -805,7 +953,7 @@ mod tests {
         )
     }
 
-    fn web_slice(endpoints: Vec<Endpoint>) -> EndpointSlice {
+    pub(super) fn web_slice(endpoints: Vec<Endpoint>) -> EndpointSlice {
         slice(
             "default",
             "web-abc",
@@ -815,7 +963,7 @@ mod tests {
         )
     }
 
-    fn only_frontend(desired: &Desired) -> &DesiredFrontend {
+    pub(super) fn only_frontend(desired: &Desired) -> &DesiredFrontend {
         assert_eq!(desired.frontends.len(), 1, "{desired:#?}");
         desired.frontends.values().next().expect("one frontend")
     }

@@ -90,6 +90,12 @@ pub const CONNTRACK_FLAG_SEEN_REPLY: u8 = 1;
 /// the VIP (a pod would drop a packet from its own address as a martian), and its replies leave
 /// and re-enter the same pod, so the reply entry is keyed by (backend, VIP).
 pub const CONNTRACK_FLAG_HAIRPIN: u8 = 2;
+/// A north-south flow balanced by `xdp_uplink`: replies are reverse-translated there (remote
+/// backend) or at the backend pod's veth (local backend), and sent out of the uplink.
+pub const CONNTRACK_FLAG_EXTERNAL: u8 = 4;
+/// The flow's source was rewritten to `snat_address`:`snat_port` (a remote backend in SNAT
+/// mode); the reply entry restores the client from its `snat_*`.
+pub const CONNTRACK_FLAG_SNAT: u8 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +114,11 @@ pub struct ConntrackValue {
     pub state: u8,
     /// `CONNTRACK_FLAG_*` bits.
     pub flags: u8,
+    /// With [`CONNTRACK_FLAG_SNAT`] — forward: the node address and port the source becomes;
+    /// reply: the client's address and port, restored as the destination. Else 0.
+    pub snat_address: u32,
+    pub snat_port: u16,
+    pub padding: u16,
 }
 
 /// Set in every [`ProxyConfig`] skiff-proxy writes; an all-zero entry (the state of a fresh array
@@ -130,7 +141,15 @@ pub struct ProxyConfig {
     pub udp_stream_timeout_seconds: u32,
     /// `PROXY_CONFIG_FLAG_*` bits.
     pub flags: u32,
-    pub padding: [u32; 6],
+    /// The uplink's address that remote-backend flows are source-NATed to (network byte order);
+    /// 0 before skiff-proxy knows an uplink (then nothing is source-NATed: such flows pass).
+    pub node_address: u32,
+    /// The SNAT ports (host order, inclusive): outside the kernel's ephemeral range
+    /// (`ip_local_port_range`, 32768-60999) and the NodePort range, so they never collide with
+    /// the node's own sockets.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    pub padding: [u32; 4],
 }
 
 impl Default for ProxyConfig {
@@ -147,9 +166,28 @@ impl Default for ProxyConfig {
             udp_timeout_seconds: 30,
             udp_stream_timeout_seconds: 120,
             flags: PROXY_CONFIG_FLAG_WRITTEN,
-            padding: [0; 6],
+            node_address: 0,
+            snat_port_min: SNAT_PORT_MIN,
+            snat_port_max: SNAT_PORT_MAX,
+            padding: [0; 4],
         }
     }
+}
+
+/// Default SNAT port range (above `ip_local_port_range`'s default end, 60999).
+pub const SNAT_PORT_MIN: u16 = 61_000;
+pub const SNAT_PORT_MAX: u16 = 65_535;
+/// How many SNAT ports a new flow tries before it is dropped (`DropReason::SnatPortsExhausted`).
+pub const SNAT_PORT_ATTEMPTS: u32 = 8;
+
+/// The SNAT port (host order) a flow tries at `attempt` (0-based): a start derived from the
+/// flow's hash, then the following ports, wrapping inside `[min, max]`.
+pub const fn snat_port_candidate(min: u16, max: u16, flow_hash: u32, attempt: u32) -> u16 {
+    if max <= min {
+        return min;
+    }
+    let span = (max - min) as u32 + 1;
+    min + ((flow_hash % span + attempt) % span) as u16
 }
 
 impl ProxyConfig {

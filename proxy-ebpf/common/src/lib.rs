@@ -5,10 +5,12 @@
 //! index conversions; never depends on `std` (the kernel side is `no_std`).
 #![no_std]
 
+pub mod checksum;
 pub mod conntrack;
 pub mod service;
 pub mod stats;
 
+pub use checksum::*;
 pub use conntrack::*;
 pub use service::*;
 pub use stats::*;
@@ -42,6 +44,7 @@ mod pod {
         ProxyConfig,
         SocketNatKey,
         SocketNatValue,
+        SourceRangeKey,
     );
 }
 
@@ -77,7 +80,7 @@ mod tests {
         );
         assert_eq!(
             (size_of::<ConntrackValue>(), align_of::<ConntrackValue>()),
-            (32, 8)
+            (40, 8)
         );
         assert_eq!(
             (size_of::<AffinityKey>(), align_of::<AffinityKey>()),
@@ -94,6 +97,51 @@ mod tests {
     }
 
     #[test]
+    fn external_types_have_the_layout_the_kernel_side_expects() {
+        assert_eq!(
+            (size_of::<SourceRangeKey>(), align_of::<SourceRangeKey>()),
+            (8, 4)
+        );
+        assert_eq!(source_range_prefix_length(24), 56);
+    }
+
+    #[test]
+    fn maglev_flow_hash_depends_on_the_client_and_port_but_not_on_the_node() {
+        let hash = maglev_flow_hash(0x0a00_0001, 40_000, 30_080, 6);
+        assert_eq!(hash, maglev_flow_hash(0x0a00_0001, 40_000, 30_080, 6));
+        assert_ne!(hash, maglev_flow_hash(0x0a00_0001, 40_001, 30_080, 6));
+        assert_ne!(hash, maglev_flow_hash(0x0a00_0002, 40_000, 30_080, 6));
+        assert_ne!(hash, maglev_flow_hash(0x0a00_0001, 40_000, 30_080, 17));
+        // Pinned: every node must compute the same value, whichever build it runs.
+        assert_eq!(hash, 0x6438_3e38, "{hash:#x}");
+    }
+
+    #[test]
+    fn maglev_flow_hash_spreads_consecutive_ports_evenly() {
+        let buckets = 16u32;
+        let mut counts = [0u32; 16];
+        for port in 0..16_000u16 {
+            counts[(maglev_flow_hash(0x0a00_0001, port, 80, 6) % buckets) as usize] += 1;
+        }
+        let (min, max) = (counts.iter().min(), counts.iter().max());
+        assert!(
+            *max.expect("counts") - *min.expect("counts") < 150,
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn snat_port_candidates_stay_in_range_and_walk_on() {
+        let first = snat_port_candidate(61_000, 65_535, 0xffff_ffff, 0);
+        assert!((61_000..=65_535).contains(&first));
+        let last = snat_port_candidate(61_000, 65_535, 4535, 0);
+        assert_eq!(last, 65_535);
+        assert_eq!(snat_port_candidate(61_000, 65_535, 4535, 1), 61_000);
+        assert_eq!(snat_port_candidate(100, 100, 7, 3), 100);
+        assert_eq!(snat_port_candidate(100, 90, 7, 3), 100);
+    }
+
+    #[test]
     fn protocol_class_indices_are_dense_and_in_order() {
         for (position, class) in ProtocolClass::ALL.iter().enumerate() {
             assert_eq!(class.index() as usize, position, "{}", class.name());
@@ -106,6 +154,11 @@ mod tests {
         for (position, reason) in DropReason::ALL.iter().enumerate() {
             assert_eq!(reason.index() as usize, position, "{}", reason.name());
         }
+        assert_eq!(DropReason::ALL.len() as u32, DROP_REASON_COUNT);
+        for (position, path) in ExternalPath::ALL.iter().enumerate() {
+            assert_eq!(path.index() as usize, position, "{}", path.name());
+        }
+        assert_eq!(ExternalPath::ALL.len() as u32, EXTERNAL_PATH_COUNT);
     }
 
     #[test]

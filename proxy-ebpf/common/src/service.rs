@@ -26,6 +26,61 @@ pub const SERVICE_FLAG_AFFINITY: u8 = 1;
 /// With no backend, drop instead of rejecting (`internalTrafficPolicy: Local` without a local
 /// endpoint, as upstream kube-proxy does).
 pub const SERVICE_FLAG_DROP_WHEN_EMPTY: u8 = 2;
+/// New flows pick slot `flow_hash % backend_count` of a Maglev table (the slots hold the table)
+/// instead of a random slot, so every node picks the same backend for a flow.
+pub const SERVICE_FLAG_MAGLEV: u8 = 4;
+/// A north-south frontend (NodePort, external IP, load-balancer IP): balanced by `xdp_uplink`
+/// for traffic arriving from outside.
+pub const SERVICE_FLAG_EXTERNAL: u8 = 8;
+/// `externalTrafficPolicy: Local`: the client's address is kept (never SNAT).
+pub const SERVICE_FLAG_EXTERNAL_LOCAL: u8 = 16;
+/// `loadBalancerSourceRanges`: only sources in `SOURCE_RANGES` for this service may connect.
+pub const SERVICE_FLAG_SOURCE_RANGES: u8 = 32;
+/// Direct server return for flows to remote backends.
+pub const SERVICE_FLAG_DSR: u8 = 64;
+
+/// Hash map node address (`u32`, network byte order) → [`NODEPORT_ADDRESS_PRESENT`]: the
+/// addresses on which NodePort frontends (`SERVICES` keys with address 0) answer.
+pub const NODEPORT_ADDRESSES_MAP: &str = "NODEPORT_ADDRESSES";
+pub const NODEPORT_ADDRESS_PRESENT: u32 = 1;
+/// LPM trie [`SourceRangeKey`] (prefix length 32 + the range's) → `u32` 1: the
+/// `loadBalancerSourceRanges` of services with [`SERVICE_FLAG_SOURCE_RANGES`].
+pub const SOURCE_RANGES_MAP: &str = "SOURCE_RANGES";
+
+/// The data of an LPM trie key for `SOURCE_RANGES`: the service id in network byte order (so the
+/// trie's bytewise prefix covers it first), then the source address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceRangeKey {
+    /// `service_id.to_be()`.
+    pub service_id: u32,
+    /// IPv4 address, network byte order.
+    pub address: u32,
+}
+
+/// Prefix length of a `SOURCE_RANGES` key matching one service id and a source prefix.
+pub const fn source_range_prefix_length(address_prefix_length: u8) -> u32 {
+    32 + address_prefix_length as u32
+}
+
+/// The hash that places a north-south flow in a Maglev table: a function of the client's
+/// address and port, the service port and the protocol (not of the node address the client
+/// used, so a flow keeps its backend when it moves to another ingress node). All values as in
+/// the packet (network byte order). Pure, so both sides and the unit tests share it.
+pub const fn maglev_flow_hash(
+    source: u32,
+    source_port: u16,
+    destination_port: u16,
+    protocol: u8,
+) -> u32 {
+    let mut hash = (source as u64) << 32 | (source_port as u64) << 16 | destination_port as u64;
+    hash ^= (protocol as u64) << 56;
+    // splitmix64's finaliser: every input bit affects every output bit.
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^= hash >> 31;
+    (hash ^ (hash >> 32)) as u32
+}
 
 /// A service frontend as a packet names it.
 #[repr(C)]

@@ -96,6 +96,12 @@ pub enum DropReason {
     RewriteFailed = 3,
     /// A service frontend points at a backend slot or backend that does not exist.
     MissingBackend = 4,
+    /// A source outside a service's `loadBalancerSourceRanges`.
+    SourceRangeDenied = 5,
+    /// Every SNAT port a new flow tried was taken.
+    SnatPortsExhausted = 6,
+    /// A north-south packet could not be forwarded (no route to the backend or client).
+    Unroutable = 7,
 }
 
 impl DropReason {
@@ -105,6 +111,9 @@ impl DropReason {
         DropReason::ConntrackFull,
         DropReason::RewriteFailed,
         DropReason::MissingBackend,
+        DropReason::SourceRangeDenied,
+        DropReason::SnatPortsExhausted,
+        DropReason::Unroutable,
     ];
 
     pub const fn index(self) -> u32 {
@@ -119,12 +128,15 @@ impl DropReason {
             DropReason::ConntrackFull => "conntrack_full",
             DropReason::RewriteFailed => "rewrite_failed",
             DropReason::MissingBackend => "missing_backend",
+            DropReason::SourceRangeDenied => "source_range_denied",
+            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
+            DropReason::Unroutable => "unroutable",
         }
     }
 }
 
 /// Number of entries in [`DROP_STATS_MAP`].
-pub const DROP_REASON_COUNT: u32 = 5;
+pub const DROP_REASON_COUNT: u32 = 8;
 
 /// Per-CPU array indexed by [`DropReason`], holding a [`PacketCounter`] each.
 pub const DROP_STATS_MAP: &str = "DROP_STATS";
@@ -153,3 +165,60 @@ impl FlowCounter {
 pub const SERVICE_STATS_MAP: &str = "SERVICE_STATS";
 /// Per-CPU array indexed by backend id, holding a [`FlowCounter`] per backend.
 pub const BACKEND_STATS_MAP: &str = "BACKEND_STATS";
+
+/// How `xdp_uplink` and the reply path handled a north-south packet; the discriminant indexes
+/// [`EXTERNAL_PATH_STATS_MAP`]. These counters show where packets went (for DSR: that replies
+/// never came back through the ingress node).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalPath {
+    /// Client → remote backend, sent back out of the uplink from XDP (`XDP_TX`).
+    ForwardTransmitted = 0,
+    /// Client → remote backend, redirected to another interface from XDP.
+    ForwardRedirected = 1,
+    /// Client → remote backend, handed to the uplink's TC program to resolve the neighbour.
+    ForwardNeighbour = 2,
+    /// Client → backend on this node, passed to the kernel (routed into the pod).
+    ForwardLocal = 3,
+    /// Remote backend → client, reverse-translated in XDP and transmitted or redirected.
+    ReplyTransmitted = 4,
+    /// Remote backend → client, handed to the uplink's TC program to resolve the neighbour.
+    ReplyNeighbour = 5,
+    /// Local backend → client, reverse-translated at the pod's veth and redirected to the uplink.
+    ReplyFromPod = 6,
+}
+
+impl ExternalPath {
+    pub const ALL: [ExternalPath; EXTERNAL_PATH_COUNT as usize] = [
+        ExternalPath::ForwardTransmitted,
+        ExternalPath::ForwardRedirected,
+        ExternalPath::ForwardNeighbour,
+        ExternalPath::ForwardLocal,
+        ExternalPath::ReplyTransmitted,
+        ExternalPath::ReplyNeighbour,
+        ExternalPath::ReplyFromPod,
+    ];
+
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The name used in metrics (`path` label) and status output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExternalPath::ForwardTransmitted => "forward_xdp_tx",
+            ExternalPath::ForwardRedirected => "forward_xdp_redirect",
+            ExternalPath::ForwardNeighbour => "forward_tc_neighbour",
+            ExternalPath::ForwardLocal => "forward_local",
+            ExternalPath::ReplyTransmitted => "reply_xdp",
+            ExternalPath::ReplyNeighbour => "reply_tc_neighbour",
+            ExternalPath::ReplyFromPod => "reply_from_pod",
+        }
+    }
+}
+
+/// Number of entries in [`EXTERNAL_PATH_STATS_MAP`].
+pub const EXTERNAL_PATH_COUNT: u32 = 7;
+
+/// Per-CPU array indexed by [`ExternalPath`], holding a [`PacketCounter`] each.
+pub const EXTERNAL_PATH_STATS_MAP: &str = "EXTERNAL_PATH_STATS";
