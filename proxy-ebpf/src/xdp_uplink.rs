@@ -52,10 +52,10 @@ mod program {
 
     #[classifier]
     pub fn tc_uplink(ctx: TcContext) -> i32 {
-        match route::tc_handoff(&ctx) {
-            Some(ifindex) => route::tc_redirect_neighbour(ifindex),
-            None => TC_ACT_OK as i32,
+        if let Some(ifindex) = route::tc_handoff(&ctx) {
+            return route::tc_redirect_neighbour(ifindex);
         }
+        TC_ACT_OK as i32
     }
 
     /// The TC fallback for uplinks without XDP (`--xdp-mode tc`): the same decisions as

@@ -317,7 +317,9 @@ fn refresh_addresses(maps: &mut DataplaneMaps, config: &mut ProxyConfig, options
         if address != config.node_address {
             config.node_address = address;
             match maps.write_config(config) {
-                Ok(()) => info!(address = %std::net::Ipv4Addr::from(address.to_ne_bytes()), "SNAT address changed"),
+                Ok(()) => {
+                    info!(address = %std::net::Ipv4Addr::from(address.to_ne_bytes()), "SNAT address changed")
+                }
                 Err(error) => warn!(%error, "cannot write the new SNAT address"),
             }
         }

@@ -51,7 +51,7 @@ pub fn validate_table_size(size: u32) -> Result<u16, MaglevError> {
     u16::try_from(size).map_err(|_| MaglevError::OutOfRange { size })
 }
 
-/// Trial division; sizes are at most 65521, so at most 128 divisions.
+/// Trial division; sizes are at most 65521, so at most 255 divisions.
 fn is_prime(number: u32) -> bool {
     if number < 2 {
         return false;

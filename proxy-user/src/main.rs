@@ -146,6 +146,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", status::services_table(&maps.read_state()?));
             println!();
             print!("{}", status::conntrack_table(&maps, conntrack_limit));
+            print!("{}", status::snat_summary(&maps));
             Ok(())
         }
         Command::Verify => verify(),

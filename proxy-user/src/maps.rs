@@ -15,10 +15,11 @@ use aya::maps::{
 };
 use proxy_common::{
     AFFINITY_MAP, AffinityKey, AffinityValue, BACKEND_SLOTS_MAP, BACKEND_STATS_MAP, BACKENDS_MAP,
-    Backend, BackendSlotKey, CONFIG_MAP, CONNTRACK_MAP, ConntrackKey, ConntrackValue,
-    DROP_STATS_MAP, EXTERNAL_PATH_STATS_MAP, FlowCounter, NODEPORT_ADDRESS_PRESENT,
-    NODEPORT_ADDRESSES_MAP, PacketCounter, ProxyConfig, SERVICE_STATS_MAP, SERVICES_MAP,
-    SOURCE_RANGES_MAP, ServiceKey, ServiceValue, SourceRangeKey, source_range_prefix_length,
+    Backend, BackendSlotKey, CONFIG_MAP, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_SNAT,
+    CONNTRACK_MAP, ConntrackKey, ConntrackValue, DROP_STATS_MAP, EXTERNAL_PATH_STATS_MAP,
+    FlowCounter, NODEPORT_ADDRESS_PRESENT, NODEPORT_ADDRESSES_MAP, PacketCounter, ProxyConfig,
+    SERVICE_STATS_MAP, SERVICES_MAP, SOURCE_RANGES_MAP, ServiceKey, ServiceValue, SourceRangeKey,
+    source_range_prefix_length,
 };
 
 use crate::translate::SourceRange;
@@ -247,6 +248,33 @@ impl DataplaneMaps {
             .map_err(|source| MapsError::Config {
                 source: Box::new(source),
             })
+    }
+}
+
+/// SNAT ports held by source-NATed flows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnatUsage {
+    pub ports_in_use: usize,
+    /// Ports in use by backend (address, port), network byte order.
+    pub per_backend: std::collections::BTreeMap<(u32, u16), usize>,
+}
+
+impl DataplaneMaps {
+    /// Counts the reply entries of source-NATed flows (each holds one node port towards one
+    /// backend port). Walks the conntrack map: for status and scrapes, not for the data path.
+    pub fn snat_usage(&self) -> SnatUsage {
+        let mut usage = SnatUsage::default();
+        for (key, value) in self.conntrack.iter().filter_map(Result::ok) {
+            if key.direction == CONNTRACK_DIRECTION_REPLY && value.flags & CONNTRACK_FLAG_SNAT != 0
+            {
+                usage.ports_in_use += 1;
+                *usage
+                    .per_backend
+                    .entry((key.source_address, key.source_port))
+                    .or_default() += 1;
+            }
+        }
+        usage
     }
 }
 

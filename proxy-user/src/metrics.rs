@@ -15,7 +15,7 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use proxy_common::{DropReason, FlowCounter};
+use proxy_common::{DropReason, ExternalPath, FlowCounter};
 use tracing::warn;
 
 use crate::{
@@ -174,6 +174,32 @@ pub fn render(maps: &DataplaneMaps, names: &ServiceNames, counters: &ControllerC
             counter.packets
         );
     }
+    let _ = writeln!(
+        text,
+        "# HELP skiff_proxy_external_packets_total North-south packets by the way they took (XDP transmit or redirect, TC neighbour hand-off, local backend, replies).\n\
+         # TYPE skiff_proxy_external_packets_total counter"
+    );
+    for path in ExternalPath::ALL {
+        let counter = total(&maps.external_path_stats, path.index());
+        let _ = writeln!(
+            text,
+            "skiff_proxy_external_packets_total{{path=\"{}\"}} {}",
+            path.name(),
+            counter.packets
+        );
+    }
+    let snat = maps.snat_usage();
+    let _ = writeln!(
+        text,
+        "# HELP skiff_proxy_snat_ports_in_use Node ports held by source-NATed flows to remote backends.\n\
+         # TYPE skiff_proxy_snat_ports_in_use gauge\n\
+         skiff_proxy_snat_ports_in_use {}\n\
+         # HELP skiff_proxy_snat_ports_in_use_max Node ports held towards the busiest backend port (the range is per backend port).\n\
+         # TYPE skiff_proxy_snat_ports_in_use_max gauge\n\
+         skiff_proxy_snat_ports_in_use_max {}",
+        snat.ports_in_use,
+        snat.per_backend.values().max().copied().unwrap_or(0)
+    );
     let _ = writeln!(
         text,
         "# HELP skiff_proxy_services Service frontends in the dataplane.\n# TYPE skiff_proxy_services gauge\n\

@@ -1433,4 +1433,100 @@ mod tests {
             }
         }
     }
+
+    fn node_port_frontend() -> Frontend {
+        frontend("0.0.0.0", 30080, Protocol::Tcp)
+    }
+
+    fn external(mut wanted: DesiredFrontend) -> DesiredFrontend {
+        wanted.kind = crate::translate::FrontendKind::NodePort;
+        wanted.maglev = true;
+        wanted
+    }
+
+    #[test]
+    fn maglev_frontend_slots_hold_its_table_and_flags_mark_it_external() {
+        let backends = [
+            tcp("10.0.1.5", 8080),
+            tcp("10.0.1.6", 8080),
+            tcp("10.0.2.7", 8080),
+        ];
+        let wanted = desired(vec![(
+            node_port_frontend(),
+            external(service("web", &backends, &[])),
+        )]);
+        let planned = plan(&DataplaneState::default(), &wanted, LIMITS).expect("plan");
+        let mut state = DataplaneState::default();
+        state.apply(&planned);
+        let value = state
+            .services
+            .get(&service_key(&node_port_frontend()))
+            .expect("service entry");
+        assert_eq!(value.backend_count, LIMITS.maglev_table_size);
+        assert_eq!(
+            value.flags & (SERVICE_FLAG_MAGLEV | SERVICE_FLAG_EXTERNAL),
+            SERVICE_FLAG_MAGLEV | SERVICE_FLAG_EXTERNAL
+        );
+        let table = maglev::table(&backends, LIMITS.maglev_table_size);
+        let slots: Vec<(Ipv4Addr, u16)> = state
+            .live_slots(value)
+            .expect("complete slots")
+            .iter()
+            .map(|id| backend_address(&state.backends[id]))
+            .collect();
+        let expected: Vec<(Ipv4Addr, u16)> = table
+            .iter()
+            .map(|backend| (backend.address, backend.port))
+            .collect();
+        assert_eq!(slots, expected, "the slots are the Maglev table");
+        assert!(
+            plan(&state, &wanted, LIMITS).expect("plan").is_empty(),
+            "an unchanged table plans nothing"
+        );
+    }
+
+    #[test]
+    fn source_ranges_are_written_before_their_service_and_removed_after_it() {
+        let range = SourceRange {
+            address: "192.0.2.0".parse().expect("address"),
+            prefix_length: 24,
+        };
+        let mut ranged = external(service("web", &[tcp("10.0.1.5", 8080)], &[]));
+        ranged.kind = crate::translate::FrontendKind::LoadBalancer;
+        ranged.source_ranges = vec![range];
+        let lb = frontend("203.0.113.10", 80, Protocol::Tcp);
+        let wanted = desired(vec![(lb, ranged)]);
+        let planned = plan(&DataplaneState::default(), &wanted, LIMITS).expect("plan");
+        let put_range = planned
+            .ops
+            .iter()
+            .position(|op| matches!(op, MapOp::PutSourceRange { .. }))
+            .expect("range written");
+        let put_service = planned
+            .ops
+            .iter()
+            .position(|op| matches!(op, MapOp::PutService { .. }))
+            .expect("service written");
+        assert!(put_range < put_service, "{:?}", planned.ops);
+        let mut state = DataplaneState::default();
+        state.apply(&planned);
+        let value = state.services[&service_key(&lb)];
+        assert_ne!(value.flags & SERVICE_FLAG_SOURCE_RANGES, 0);
+        assert!(state.source_ranges.contains(&(value.service_id, range)));
+
+        let removed = plan(&state, &Desired::default(), LIMITS).expect("plan");
+        let delete_service = removed
+            .ops
+            .iter()
+            .position(|op| matches!(op, MapOp::DeleteService(_)))
+            .expect("service deleted");
+        let delete_range = removed
+            .ops
+            .iter()
+            .position(|op| matches!(op, MapOp::DeleteSourceRange { .. }))
+            .expect("range deleted");
+        assert!(delete_service < delete_range, "{:?}", removed.ops);
+        state.apply(&removed);
+        assert!(state.source_ranges.is_empty());
+    }
 }

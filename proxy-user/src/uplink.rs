@@ -282,7 +282,11 @@ mod tests {
 
     #[test]
     fn xdp_modes_parse_by_their_flag_names() {
-        for mode in [XdpAttachMode::Native, XdpAttachMode::Generic, XdpAttachMode::Tc] {
+        for mode in [
+            XdpAttachMode::Native,
+            XdpAttachMode::Generic,
+            XdpAttachMode::Tc,
+        ] {
             assert_eq!(mode.name().parse::<XdpAttachMode>(), Ok(mode));
         }
         assert!("driver".parse::<XdpAttachMode>().is_err());

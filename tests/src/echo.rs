@@ -2,8 +2,9 @@
 //!
 //! Owns listening sockets created inside a test namespace and the threads serving them. TCP: every
 //! line a client sends is answered with `<name>\n` on the same connection (a connection can stay
-//! open for long-lived tests). UDP: every datagram is answered with `<name>`. Stops and joins its
-//! threads on drop.
+//! open for long-lived tests), except `peer?`, answered with the client's address as the server
+//! sees it (`ip:port`). UDP: every datagram is answered with `<name>`, and `peer?` with the
+//! sender's address. Stops and joins its threads on drop.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -86,22 +87,36 @@ impl Drop for EchoServer {
     }
 }
 
+/// The question that is answered with the client's address instead of the name.
+pub const PEER_QUESTION: &str = "peer?";
+
 fn serve_tcp(listener: &TcpListener, name: &str, stop: &Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let (name, stop) = (name.to_owned(), Arc::clone(stop));
-                std::thread::spawn(move || answer_lines(stream, &name, &stop));
+                std::thread::spawn(move || answer_lines(stream, peer, &name, &stop));
             }
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL)
-            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => wait_readable(listener),
             Err(_) => std::thread::sleep(POLL),
         }
     }
 }
 
-fn answer_lines(stream: TcpStream, name: &str, stop: &AtomicBool) {
+/// Waits until the listener has a connection to accept, or [`POLL`] passed.
+fn wait_readable(listener: &TcpListener) {
+    let mut descriptor = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(listener),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe {
+        libc::poll(&mut descriptor, 1, POLL.as_millis() as libc::c_int);
+    }
+}
+
+fn answer_lines(stream: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let Ok(mut writer) = stream.try_clone() else {
@@ -114,7 +129,12 @@ fn answer_lines(stream: TcpStream, name: &str, stop: &AtomicBool) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {
-                if writer.write_all(format!("{name}\n").as_bytes()).is_err() {
+                let answer = if line.trim() == PEER_QUESTION {
+                    peer.to_string()
+                } else {
+                    name.to_owned()
+                };
+                if writer.write_all(format!("{answer}\n").as_bytes()).is_err() {
                     return;
                 }
             }
@@ -131,8 +151,13 @@ fn answer_lines(stream: TcpStream, name: &str, stop: &AtomicBool) {
 fn serve_udp(socket: &UdpSocket, name: &str, stop: &AtomicBool) {
     let mut buffer = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
-        if let Ok((_, peer)) = socket.recv_from(&mut buffer) {
-            let _ = socket.send_to(name.as_bytes(), peer);
+        if let Ok((length, peer)) = socket.recv_from(&mut buffer) {
+            let answer = if &buffer[..length] == PEER_QUESTION.as_bytes() {
+                peer.to_string()
+            } else {
+                name.to_owned()
+            };
+            let _ = socket.send_to(answer.as_bytes(), peer);
         }
     }
 }

@@ -79,3 +79,90 @@ pub fn create_addressed(
     pair.b.address = Some(address_b.to_owned());
     Ok(pair)
 }
+
+/// A device feature set through the legacy ethtool ioctls (include/uapi/linux/ethtool.h).
+#[derive(Clone, Copy, Debug)]
+pub enum Offload {
+    /// `ETHTOOL_STXCSUM`: transmit checksum offload. Off, the kernel completes every TCP/UDP
+    /// checksum before the frame leaves, as a physical NIC does on the wire; a veth left on
+    /// passes partial checksums that only the local stack understands.
+    TransmitChecksum,
+    /// `ETHTOOL_SGRO`: generic receive offload.
+    GenericReceive,
+}
+
+impl Offload {
+    const fn set_command(self) -> u32 {
+        match self {
+            Offload::TransmitChecksum => 0x0000_0017,
+            Offload::GenericReceive => 0x0000_002c,
+        }
+    }
+
+    const fn flag(self) -> &'static str {
+        match self {
+            Offload::TransmitChecksum => "tx",
+            Offload::GenericReceive => "gro",
+        }
+    }
+}
+
+/// `SIOCETHTOOL` (include/uapi/linux/sockios.h).
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// Turns `offload` on or off for `interface` in `netns` (what `ethtool -K <interface> <flag>
+/// on|off` does).
+pub fn set_offload(
+    netns: &NetNs,
+    interface: &str,
+    offload: Offload,
+    enabled: bool,
+) -> Result<(), NetNsError> {
+    let name = interface.to_owned();
+    netns
+        .run(move || -> std::io::Result<()> {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            let mut value = EthtoolValue {
+                cmd: offload.set_command(),
+                data: u32::from(enabled),
+            };
+            // SAFETY: an all-zero `ifreq` is valid; the name is copied in bounds below.
+            let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+            for (slot, byte) in request
+                .ifr_name
+                .iter_mut()
+                .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+            {
+                *slot = byte as libc::c_char;
+            }
+            request.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+            // SAFETY: SIOCETHTOOL reads the request and the value it points to, both alive for
+            // the call.
+            let result = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&socket),
+                    SIOCETHTOOL,
+                    &mut request,
+                )
+            };
+            if result != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })?
+        .map_err(|error| NetNsError::Command {
+            command: format!(
+                "ethtool -K {interface} {} {} (in {})",
+                offload.flag(),
+                if enabled { "on" } else { "off" },
+                netns.name()
+            ),
+            stderr: error.to_string(),
+        })
+}

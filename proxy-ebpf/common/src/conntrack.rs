@@ -178,16 +178,20 @@ impl Default for ProxyConfig {
 pub const SNAT_PORT_MIN: u16 = 61_000;
 pub const SNAT_PORT_MAX: u16 = 65_535;
 /// How many SNAT ports a new flow tries before it is dropped (`DropReason::SnatPortsExhausted`).
-pub const SNAT_PORT_ATTEMPTS: u32 = 8;
+/// Candidates are spread over the range (not consecutive), so a run of held ports does not make
+/// a flow fail while free ports remain: with half the range held, all 32 are taken with odds of
+/// 2^-32.
+pub const SNAT_PORT_ATTEMPTS: u32 = 32;
 
 /// The SNAT port (host order) a flow tries at `attempt` (0-based): a start derived from the
-/// flow's hash, then the following ports, wrapping inside `[min, max]`.
+/// flow's hash, then candidates spread across `[min, max]` by a golden-ratio step.
 pub const fn snat_port_candidate(min: u16, max: u16, flow_hash: u32, attempt: u32) -> u16 {
     if max <= min {
         return min;
     }
     let span = (max - min) as u32 + 1;
-    min + ((flow_hash % span + attempt) % span) as u16
+    let spread = flow_hash.wrapping_add(attempt.wrapping_mul(0x9e37_79b9));
+    min + (spread % span) as u16
 }
 
 impl ProxyConfig {

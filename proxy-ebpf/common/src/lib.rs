@@ -50,6 +50,8 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use core::mem::{align_of, size_of};
 
     use super::*;
@@ -131,12 +133,25 @@ mod tests {
     }
 
     #[test]
-    fn snat_port_candidates_stay_in_range_and_walk_on() {
-        let first = snat_port_candidate(61_000, 65_535, 0xffff_ffff, 0);
-        assert!((61_000..=65_535).contains(&first));
-        let last = snat_port_candidate(61_000, 65_535, 4535, 0);
-        assert_eq!(last, 65_535);
-        assert_eq!(snat_port_candidate(61_000, 65_535, 4535, 1), 61_000);
+    fn snat_port_candidates_stay_in_range_and_spread_out() {
+        for hash in [0, 1, 4535, 0x8000_0000, 0xffff_ffff] {
+            let candidates: std::collections::BTreeSet<u16> = (0..SNAT_PORT_ATTEMPTS)
+                .map(|attempt| snat_port_candidate(61_000, 65_535, hash, attempt))
+                .collect();
+            assert!(
+                candidates
+                    .iter()
+                    .all(|port| (61_000..=65_535).contains(port))
+            );
+            assert_eq!(
+                candidates.len(),
+                SNAT_PORT_ATTEMPTS as usize,
+                "distinct candidates"
+            );
+            let spread = candidates.last().expect("some") - candidates.first().expect("some");
+            assert!(spread > 3000, "candidates cover the range: {candidates:?}");
+        }
+        assert_eq!(snat_port_candidate(61_000, 65_535, 4535, 0), 65_535);
         assert_eq!(snat_port_candidate(100, 100, 7, 3), 100);
         assert_eq!(snat_port_candidate(100, 90, 7, 3), 100);
     }

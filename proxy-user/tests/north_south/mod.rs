@@ -1,0 +1,590 @@
+//! The north-south test topology: an external client, an L2 segment, and two nodes each running
+//! skiff-proxy on its uplink, with backend pods on both nodes. Each test builds its own under
+//! unique names; everything disappears with its namespaces.
+//!
+//! ```text
+//!   client 192.0.2.100, .101 ──┐                ┌── node-a 192.0.2.1  (pods 10.244.1.0/24: a0, a1)
+//!   (203.0.113.0/24 via .1)    ├── lan: br0 ────┤
+//!                              │                └── node-b 192.0.2.2  (pods 10.244.2.0/24: b0, b1)
+//! ```
+//! Each node routes the other's pod range via the other's uplink address, so a backend on the
+//! other node is reached across the segment (SNAT mode: its replies return to the ingress node).
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the fixture"
+)]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use aya::programs::xdp::XdpMode;
+use skiff_proxy::programs::{LoadOptions, LoadedObject, ProgramName, ProgramObject};
+use skiff_tests::{
+    bpffs::PinDirectory,
+    echo::{EchoServer, PEER_QUESTION},
+    netns::NetNs,
+    topology::Node,
+    veth::{self, Offload},
+};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+/// A second client address (outside the source ranges of the `ranged` Service).
+pub const OTHER_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
+pub const NODE_ADDRESSES: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)];
+pub const NODE_NAMES: [&str; 2] = ["node-a", "node-b"];
+pub const TARGET_PORT: u16 = 8080;
+/// `web`: NodePort, externalTrafficPolicy Cluster, endpoints on both nodes.
+pub const WEB_NODE_PORT: u16 = 30_080;
+/// `local`: LoadBalancer, externalTrafficPolicy Local, its only endpoint on node-a.
+pub const LOCAL_NODE_PORT: u16 = 30_081;
+pub const LOCAL_HEALTH_CHECK_PORT: u16 = 32_000;
+/// `ranged`: LoadBalancer with loadBalancerSourceRanges [CLIENT/32].
+pub const RANGED_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+pub const RANGED_PORT: u16 = 80;
+/// The backends: (name, node index, address).
+pub const BACKENDS: [(&str, usize, Ipv4Addr); 4] = [
+    ("a0", 0, Ipv4Addr::new(10, 244, 1, 10)),
+    ("a1", 0, Ipv4Addr::new(10, 244, 1, 11)),
+    ("b0", 1, Ipv4Addr::new(10, 244, 2, 10)),
+    ("b1", 1, Ipv4Addr::new(10, 244, 2, 11)),
+];
+
+/// Services and EndpointSlices of the topology (the same file feeds both nodes).
+pub fn manifest() -> String {
+    let endpoint = |name: &str, node: usize, address: Ipv4Addr| {
+        format!(
+            "  - addresses: [\"{address}\"]\n    nodeName: {}\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, namespace: default, name: {name}}}\n",
+            NODE_NAMES[node]
+        )
+    };
+    let all: String = BACKENDS
+        .iter()
+        .map(|(name, node, address)| endpoint(name, *node, *address))
+        .collect();
+    let (a0_name, a0_node, a0_address) = BACKENDS[0];
+    let only_a0 = endpoint(a0_name, a0_node, a0_address);
+    let slice = |service: &str, endpoints: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {service}-x1, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}
+addressType: IPv4
+ports:
+- {{name: tcp, protocol: TCP, port: {TARGET_PORT}}}
+- {{name: udp, protocol: UDP, port: {TARGET_PORT}}}
+endpoints:
+{endpoints}"
+        )
+    };
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  ports:
+  - {{name: tcp, protocol: TCP, port: 80, targetPort: {TARGET_PORT}, nodePort: {WEB_NODE_PORT}}}
+  - {{name: udp, protocol: UDP, port: 80, targetPort: {TARGET_PORT}, nodePort: {WEB_NODE_PORT}}}
+---
+{web_slice}---
+apiVersion: v1
+kind: Service
+metadata: {{name: local, namespace: default}}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.11
+  externalTrafficPolicy: Local
+  healthCheckNodePort: {LOCAL_HEALTH_CHECK_PORT}
+  ports:
+  - {{name: tcp, protocol: TCP, port: 80, targetPort: {TARGET_PORT}, nodePort: {LOCAL_NODE_PORT}}}
+  - {{name: udp, protocol: UDP, port: 80, targetPort: {TARGET_PORT}, nodePort: {LOCAL_NODE_PORT}}}
+---
+{local_slice}---
+apiVersion: v1
+kind: Service
+metadata: {{name: ranged, namespace: default}}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.12
+  loadBalancerSourceRanges: [\"{CLIENT}/32\"]
+  ports:
+  - {{name: tcp, protocol: TCP, port: {RANGED_PORT}, targetPort: {TARGET_PORT}, nodePort: 30082}}
+  - {{name: udp, protocol: UDP, port: {RANGED_PORT}, targetPort: {TARGET_PORT}, nodePort: 30082}}
+status:
+  loadBalancer:
+    ingress:
+    - ip: {RANGED_IP}
+---
+{ranged_slice}",
+        web_slice = slice("web", &all),
+        local_slice = slice("local", &only_a0),
+        ranged_slice = slice("ranged", &all),
+    )
+}
+
+/// One node: its namespace and pods, and its skiff-proxy.
+pub struct ClusterNode {
+    pub node: Node,
+    pub pins: PinDirectory,
+    pub log: PathBuf,
+    proxy: Mutex<Option<Child>>,
+}
+
+/// The whole topology.
+pub struct NorthSouth {
+    pub client: NetNs,
+    pub lan: NetNs,
+    _lan_xdp: (LoadedObject, PinDirectory),
+    pub nodes: Vec<ClusterNode>,
+    pub manifest: PathBuf,
+    pub xdp_mode: &'static str,
+    _directory: tempfile::TempDir,
+    _servers: Vec<EchoServer>,
+}
+
+impl NorthSouth {
+    /// Builds the topology and starts skiff-proxy on both nodes with `--xdp-mode xdp_mode`.
+    pub fn new(label: &str, xdp_mode: &'static str) -> NorthSouth {
+        let lan = NetNs::new(&format!("{label}-lan")).expect("lan namespace");
+        lan.disable_ipv6().expect("disable IPv6");
+        lan.ip(&["link", "add", "br0", "type", "bridge"])
+            .expect("bridge");
+        lan.ip(&["link", "set", "br0", "up"]).expect("bridge up");
+
+        let client = NetNs::new(&format!("{label}-client")).expect("client namespace");
+        client.disable_ipv6().expect("disable IPv6");
+        veth::create(&client, "eth0", &lan, "client").expect("client veth");
+        // The client is another machine: its frames arrive with complete checksums.
+        veth::set_offload(&client, "eth0", Offload::TransmitChecksum, false)
+            .expect("client checksums");
+        lan.ip(&["link", "set", "client", "master", "br0"])
+            .expect("enslave");
+        for address in [CLIENT, OTHER_CLIENT] {
+            client
+                .ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])
+                .expect("client address");
+        }
+        client
+            .ip(&["route", "add", "203.0.113.0/24", "via", "192.0.2.1"])
+            .expect("load-balancer route");
+
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let manifest_path = directory.path().join("services.yaml");
+        std::fs::write(&manifest_path, manifest()).expect("write manifest");
+
+        let mut nodes = Vec::new();
+        let mut servers = Vec::new();
+        for (index, name) in NODE_NAMES.iter().enumerate() {
+            let mut node = Node::new(&format!("{label}-{name}"), "skp").expect("node namespace");
+            let lan_side = format!("up-{index}");
+            veth::create(&node.netns, "eth0", &lan, &lan_side).expect("uplink veth");
+            lan.ip(&["link", "set", &lan_side, "master", "br0"])
+                .expect("enslave");
+            node.netns
+                .ip(&[
+                    "addr",
+                    "add",
+                    &format!("{}/24", NODE_ADDRESSES[index]),
+                    "dev",
+                    "eth0",
+                ])
+                .expect("node address");
+            let other = 1 - index;
+            node.netns
+                .ip(&[
+                    "route",
+                    "add",
+                    &format!("10.244.{}.0/24", other + 1),
+                    "via",
+                    &NODE_ADDRESSES[other].to_string(),
+                ])
+                .expect("route to the other node's pods");
+            for (pod, pod_node, address) in BACKENDS {
+                if pod_node == index {
+                    let pod_ns = node.add_pod(pod, address).expect("backend pod");
+                    // XDP cannot tell a partial checksum (a veth passes the local stack's
+                    // CHECKSUM_PARTIAL through) from a complete one; a pod's frames reach the
+                    // other node's XDP complete, as through a NIC.
+                    veth::set_offload(&pod_ns.netns, "eth0", Offload::TransmitChecksum, false)
+                        .expect("pod checksums");
+                    servers.push(
+                        EchoServer::start(&pod_ns.netns, pod, address, TARGET_PORT)
+                            .expect("name server"),
+                    );
+                }
+            }
+            let pins = PinDirectory::new(&format!("{label}-{name}")).expect("bpffs directory");
+            let log = directory.path().join(format!("skiff-proxy-{name}.log"));
+            nodes.push(ClusterNode {
+                node,
+                pins,
+                log,
+                proxy: Mutex::new(None),
+            });
+        }
+        // A veth delivers XDP_TX/XDP_REDIRECT frames only to a peer that runs XDP itself (as a
+        // switch port's NIC would): give the segment's ends of the uplinks a program that
+        // passes everything (the uplink object with empty maps of its own).
+        let lan_pins = PinDirectory::new(&format!("{label}-lan")).expect("bpffs directory");
+        let lan_xdp = lan
+            .run(|| {
+                let mut object = LoadedObject::load(
+                    ProgramObject::XdpUplink,
+                    &LoadOptions::new(lan_pins.path()),
+                )
+                .expect("load an XDP program for the segment");
+                for index in 0..2 {
+                    object
+                        .xdp_mut(ProgramName::XdpUplink)
+                        .expect("xdp program")
+                        .attach(&format!("up-{index}"), XdpMode::Driver)
+                        .expect("attach XDP on the segment's port");
+                }
+                object
+            })
+            .expect("enter lan");
+        let topology = NorthSouth {
+            client,
+            lan,
+            _lan_xdp: (lan_xdp, lan_pins),
+            nodes,
+            manifest: manifest_path,
+            xdp_mode,
+            _directory: directory,
+            _servers: servers,
+        };
+        for index in 0..2 {
+            topology.start_proxy(index);
+        }
+        for index in 0..2 {
+            topology.wait_for_log(index, "dataplane synchronised");
+        }
+        topology
+    }
+
+    /// Starts skiff-proxy on node `index` (after a kill, it adopts the pinned maps and links).
+    pub fn start_proxy(&self, index: usize) {
+        let node = &self.nodes[index];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("proxy log");
+        let child = node
+            .node
+            .netns
+            .command(env!("CARGO_BIN_EXE_skiff-proxy"))
+            .args(["run", "--node-name", NODE_NAMES[index]])
+            .args(["--interface-prefix", "skp", "--uplink", "eth0"])
+            .args(["--xdp-mode", self.xdp_mode])
+            .arg("--source")
+            .arg(format!("file:{}", self.manifest.display()))
+            .arg("--bpffs")
+            .arg(node.pins.path())
+            .args(["--conntrack-max", "65536", "--maglev-table-size", "251"])
+            .args(["--metrics-addr", "127.0.0.1:10249"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start skiff-proxy");
+        *node.proxy.lock().expect("proxy handle") = Some(child);
+    }
+
+    /// SIGKILLs skiff-proxy on node `index`.
+    pub fn kill_proxy(&self, index: usize) {
+        let taken = self.nodes[index]
+            .proxy
+            .lock()
+            .map(|mut proxy| proxy.take())
+            .unwrap_or(None);
+        if let Some(mut child) = taken {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.nodes[index].log).unwrap_or_default()
+    }
+
+    /// Both nodes' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        (0..2)
+            .map(|index| format!("--- {} ---\n{}", NODE_NAMES[index], self.log(index)))
+            .collect()
+    }
+
+    /// Waits until node `index`'s skiff-proxy logged `text` (counting from its latest start).
+    pub fn wait_for_log(&self, index: usize, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log(index).contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "skiff-proxy on {} never logged {text:?}:\n{}",
+                NODE_NAMES[index],
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One TCP connection from `source` to `destination`: asks `question`, returns the answer.
+    pub fn tcp_ask(
+        &self,
+        source: Ipv4Addr,
+        destination: SocketAddrV4,
+        question: &str,
+        timeout: Duration,
+    ) -> std::io::Result<String> {
+        let question = question.to_owned();
+        self.client
+            .run(move || -> std::io::Result<String> {
+                let stream = connect_from(source, destination, timeout)?;
+                ask(&stream, &question)
+            })
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Waits until `destination` answers TCP from the client.
+    pub fn wait_until_serving(&self, destination: SocketAddrV4) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self
+                .tcp_ask(CLIENT, destination, "who?", Duration::from_millis(500))
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{destination} never answered; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `count` new TCP connections from the client to `destination`: how many each backend
+    /// answered, and the errors.
+    pub fn tcp_spread(
+        &self,
+        destination: SocketAddrV4,
+        count: usize,
+    ) -> (BTreeMap<String, usize>, Vec<String>) {
+        self.client
+            .run(move || {
+                let mut names: BTreeMap<String, usize> = BTreeMap::new();
+                let mut errors = Vec::new();
+                for _ in 0..count {
+                    match connect_from(CLIENT, destination, Duration::from_secs(2))
+                        .and_then(|stream| ask(&stream, "who?"))
+                    {
+                        Ok(name) => *names.entry(name).or_default() += 1,
+                        Err(error) => errors.push(error.to_string()),
+                    }
+                }
+                (names, errors)
+            })
+            .expect("enter client")
+    }
+
+    /// A UDP socket in the client bound to `source:port` (port 0: any).
+    pub fn udp_socket(&self, source: Ipv4Addr, port: u16) -> UdpSocket {
+        let socket = self
+            .client
+            .run(move || UdpSocket::bind((source, port)))
+            .expect("enter client")
+            .expect("bind UDP");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        socket
+    }
+
+    /// `GET /` on a node's health-check port from the client: (status code, body).
+    pub fn health_check(&self, node: usize, port: u16) -> (u16, String) {
+        let destination = SocketAddrV4::new(NODE_ADDRESSES[node], port);
+        self.client
+            .run(move || -> std::io::Result<(u16, String)> {
+                let mut stream = connect_from(CLIENT, destination, Duration::from_secs(2))?;
+                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                stream.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")?;
+                let mut response = String::new();
+                stream.read_to_string(&mut response)?;
+                let status = response
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|code| code.parse().ok())
+                    .unwrap_or(0);
+                let body = response
+                    .split_once("\r\n\r\n")
+                    .map(|(_, body)| body.to_owned())
+                    .unwrap_or_default();
+                Ok((status, body))
+            })
+            .expect("enter client")
+            .expect("health check answered")
+    }
+
+    /// A `skiff-proxy status` of node `index`.
+    pub fn status(&self, index: usize) -> String {
+        let node = &self.nodes[index];
+        let output = node
+            .node
+            .netns
+            .command(env!("CARGO_BIN_EXE_skiff-proxy"))
+            .arg("status")
+            .arg("--bpffs")
+            .arg(node.pins.path())
+            .output()
+            .expect("run skiff-proxy status");
+        assert!(
+            output.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `GET /metrics` from node `index`'s skiff-proxy.
+    pub fn scrape(&self, index: usize) -> String {
+        self.nodes[index]
+            .node
+            .netns
+            .run(|| -> std::io::Result<String> {
+                let mut stream = TcpStream::connect("127.0.0.1:10249")?;
+                stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: skiff\r\n\r\n")?;
+                let mut body = String::new();
+                stream.read_to_string(&mut body)?;
+                Ok(body)
+            })
+            .expect("enter node")
+            .expect("scrape /metrics")
+    }
+}
+
+impl Drop for NorthSouth {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill_proxy(index);
+        }
+    }
+}
+
+/// A TCP connection from `source` (an address of the calling thread's namespace).
+pub fn connect_from(
+    source: Ipv4Addr,
+    destination: SocketAddrV4,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd as _;
+    // std cannot bind before connecting; do it with the socket calls directly.
+    // SAFETY: plain socket calls on a descriptor this function owns until it hands it to
+    // `TcpStream`.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(source.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(
+            fd,
+            (&address as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Connect with a timeout: non-blocking connect, then wait for writability.
+        stream.set_nonblocking(true)?;
+        let target = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: destination.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(destination.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let result = libc::connect(
+            fd,
+            (&target as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if result != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(error);
+            }
+            let mut descriptor = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let ready = libc::poll(&mut descriptor, 1, timeout.as_millis() as libc::c_int);
+            if ready == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {destination} timed out"),
+                ));
+            }
+            if let Some(error) = stream.take_error()? {
+                return Err(error);
+            }
+        }
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}
+
+/// Sends `question` as a line and reads the answer line.
+pub fn ask(stream: &TcpStream, question: &str) -> std::io::Result<String> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut writer = stream;
+    writer.write_all(format!("{question}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed without an answer",
+        ));
+    }
+    Ok(line.trim().to_owned())
+}
+
+/// Sends `question` from `socket` to `destination`: (answer, the reply's source address).
+pub fn udp_ask(
+    socket: &UdpSocket,
+    destination: SocketAddrV4,
+    question: &str,
+) -> std::io::Result<(String, SocketAddr)> {
+    socket.send_to(question.as_bytes(), destination)?;
+    let mut buffer = [0u8; 256];
+    let (length, from) = socket.recv_from(&mut buffer)?;
+    Ok((
+        String::from_utf8_lossy(&buffer[..length]).into_owned(),
+        from,
+    ))
+}
+
+/// The question that makes a backend answer with the client address it sees.
+pub const PEER: &str = PEER_QUESTION;
