@@ -31,14 +31,17 @@ pub fn service_of(flow: &Ipv4Flow) -> Option<ServiceValue> {
 }
 
 /// The north-south frontend `flow` is addressed to: an external or load-balancer IP, or a
-/// NodePort when the destination is one of the node's NodePort addresses. ClusterIPs are not
+/// NodePort when the destination is one of the node's NodePort addresses (any address for a
+/// packet another node tunnelled here: it was addressed to that node). ClusterIPs are not
 /// balanced for traffic from outside.
 #[inline(always)]
-pub fn external_service_of(flow: &Ipv4Flow) -> Option<ServiceValue> {
+pub fn external_service_of(flow: &Ipv4Flow, tunnelled: bool) -> Option<ServiceValue> {
     if let Some(service) = service_of(flow) {
         return (service.flags & SERVICE_FLAG_EXTERNAL != 0).then_some(service);
     }
-    NODEPORT_ADDRESSES.get_ptr(flow.destination)?;
+    if !tunnelled {
+        NODEPORT_ADDRESSES.get_ptr(flow.destination)?;
+    }
     service(&ServiceKey {
         address: 0,
         port: flow.destination_port,

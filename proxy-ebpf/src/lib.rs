@@ -30,6 +30,8 @@ pub mod socket;
 #[cfg(target_arch = "bpf")]
 pub mod stats;
 #[cfg(target_arch = "bpf")]
+pub mod tunnel;
+#[cfg(target_arch = "bpf")]
 pub mod xdp_nat;
 
 #[cfg(all(target_arch = "bpf", not(test)))]

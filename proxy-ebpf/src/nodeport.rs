@@ -8,10 +8,11 @@
 //! applies it and forwards the packet. Never touches packet memory.
 
 use proxy_common::{
-    BACKEND_FLAG_LOCAL, Backend, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_EXTERNAL,
-    CONNTRACK_FLAG_SEEN_REPLY, CONNTRACK_FLAG_SNAT, ConntrackKey, ConntrackValue, DropReason,
-    IPPROTO_TCP, ProxyConfig, SERVICE_FLAG_DROP_WHEN_EMPTY, SERVICE_FLAG_EXTERNAL_LOCAL,
-    SNAT_PORT_ATTEMPTS, TcpState, maglev_flow_hash, snat_port_candidate, tcp_reopens,
+    BACKEND_FLAG_LOCAL, Backend, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_DSR,
+    CONNTRACK_FLAG_EXTERNAL, CONNTRACK_FLAG_SEEN_REPLY, CONNTRACK_FLAG_SNAT, ConntrackKey,
+    ConntrackValue, DropReason, IPPROTO_TCP, ProxyConfig, SERVICE_FLAG_DROP_WHEN_EMPTY,
+    SERVICE_FLAG_DSR, SERVICE_FLAG_EXTERNAL_LOCAL, SNAT_PORT_ATTEMPTS, TcpState, maglev_flow_hash,
+    snat_port_candidate, tcp_reopens,
 };
 
 use crate::{conntrack, lb, maps::CONNTRACK, parse::Ipv4Flow, stats::count_flow};
@@ -27,6 +28,8 @@ pub struct Translation {
     pub local: bool,
     /// A reply on its way back to the client.
     pub reply: bool,
+    /// DSR: the packet, unchanged, is tunnelled (IPIP) towards the node of this backend address.
+    pub tunnel_to: Option<u32>,
 }
 
 pub enum Verdict {
@@ -36,17 +39,25 @@ pub enum Verdict {
     Translate(Translation),
 }
 
-/// Decides what happens to `flow` (`bytes` long) arriving on the uplink.
+/// How the attach point can handle a north-south packet.
+#[derive(Clone, Copy)]
+pub struct Capabilities {
+    /// The attach point can tunnel (IPIP) a DSR flow to a remote backend's node (XDP).
+    pub tunnel: bool,
+}
+
+/// Decides what happens to `flow` (`bytes` long) arriving on the uplink; `tunnelled`: another
+/// node sent it here in DSR mode (decapsulated already), for a backend of this node.
 #[inline(always)]
-pub fn handle(flow: &Ipv4Flow, bytes: u64) -> Verdict {
+pub fn handle(flow: &Ipv4Flow, bytes: u64, tunnelled: bool, capabilities: Capabilities) -> Verdict {
     let now = conntrack::now_ns();
-    if let Some(translation) = reply(flow, bytes, now) {
+    if !tunnelled && let Some(translation) = reply(flow, bytes, now) {
         return Verdict::Translate(translation);
     }
     if let Some(translation) = existing_flow(flow, bytes, now) {
         return Verdict::Translate(translation);
     }
-    new_flow(flow, bytes, now)
+    new_flow(flow, bytes, now, tunnelled, capabilities)
 }
 
 /// A reply of an external flow from a remote backend: back to the client, from the address the
@@ -83,6 +94,7 @@ pub fn reverse_translation(flow: &Ipv4Flow, reply: &ConntrackValue) -> Translati
         destination,
         local: false,
         reply: true,
+        tunnel_to: None,
     }
 }
 
@@ -111,6 +123,9 @@ fn existing_flow(flow: &Ipv4Flow, bytes: u64, now: u64) -> Option<Translation> {
         (*entry).state = conntrack::advance(flow, current.state, false);
     }
     count_flow(current.service_id, current.backend_id, bytes, false);
+    if current.flags & CONNTRACK_FLAG_DSR != 0 {
+        return Some(tunnelled_unchanged(flow, current.nat_address));
+    }
     let source = if current.flags & CONNTRACK_FLAG_SNAT != 0 {
         (current.snat_address, current.snat_port)
     } else {
@@ -121,12 +136,31 @@ fn existing_flow(flow: &Ipv4Flow, bytes: u64, now: u64) -> Option<Translation> {
         destination: (current.nat_address, current.nat_port),
         local: current.flags & CONNTRACK_FLAG_SNAT == 0,
         reply: false,
+        tunnel_to: None,
     })
 }
 
+/// The packet as it is, tunnelled to the node of `backend_address`.
 #[inline(always)]
-fn new_flow(flow: &Ipv4Flow, bytes: u64, now: u64) -> Verdict {
-    let Some(service) = lb::external_service_of(flow) else {
+fn tunnelled_unchanged(flow: &Ipv4Flow, backend_address: u32) -> Translation {
+    Translation {
+        source: (flow.source, flow.source_port),
+        destination: (flow.destination, flow.destination_port),
+        local: false,
+        reply: false,
+        tunnel_to: Some(backend_address),
+    }
+}
+
+#[inline(always)]
+fn new_flow(
+    flow: &Ipv4Flow,
+    bytes: u64,
+    now: u64,
+    tunnelled: bool,
+    capabilities: Capabilities,
+) -> Verdict {
+    let Some(service) = lb::external_service_of(flow, tunnelled) else {
         return Verdict::Pass;
     };
     if !lb::source_allowed(&service, flow.source) {
@@ -151,6 +185,22 @@ fn new_flow(flow: &Ipv4Flow, bytes: u64, now: u64) -> Verdict {
     };
     let local =
         backend.flags & BACKEND_FLAG_LOCAL != 0 || service.flags & SERVICE_FLAG_EXTERNAL_LOCAL != 0;
+    if tunnelled && !local {
+        return Verdict::Drop(DropReason::TunnelledBackendNotLocal);
+    }
+    // DSR for TCP (UDP is source-NATed: a datagram flow has no handshake that would keep both
+    // nodes' choices in step).
+    if !local
+        && capabilities.tunnel
+        && service.flags & SERVICE_FLAG_DSR != 0
+        && flow.protocol == IPPROTO_TCP
+    {
+        if record_tunnelled(flow, service.service_id, backend_id, &backend, now).is_err() {
+            return Verdict::Drop(DropReason::ConntrackFull);
+        }
+        count_flow(service.service_id, backend_id, bytes, true);
+        return Verdict::Translate(tunnelled_unchanged(flow, backend.address));
+    }
     let snat = if local {
         None
     } else {
@@ -173,7 +223,34 @@ fn new_flow(flow: &Ipv4Flow, bytes: u64, now: u64) -> Verdict {
         destination: (backend.address, backend.port),
         local,
         reply: false,
+        tunnel_to: None,
     })
+}
+
+/// Records a DSR flow on the ingress node: the forward entry only (the backend's node keeps its
+/// own entries and answers the client itself).
+#[inline(always)]
+fn record_tunnelled(
+    flow: &Ipv4Flow,
+    service_id: u32,
+    backend_id: u32,
+    backend: &Backend,
+    now: u64,
+) -> Result<(), i32> {
+    let forward = ConntrackValue {
+        last_seen_ns: now,
+        created_ns: now,
+        backend_id,
+        service_id,
+        nat_address: backend.address,
+        nat_port: backend.port,
+        state: conntrack::advance(flow, TcpState::None as u8, false),
+        flags: CONNTRACK_FLAG_EXTERNAL | CONNTRACK_FLAG_DSR,
+        snat_address: 0,
+        snat_port: 0,
+        padding: 0,
+    };
+    CONNTRACK.insert(conntrack::forward_key(flow), forward, 0)
 }
 
 /// The reply key of a flow to `backend` source-NATed to the node's `port` (network order).

@@ -45,14 +45,16 @@ pub struct NeighbourHandoff {
 
 /// The next hop of a translated packet.
 pub enum NextHop {
-    /// Out of `ifindex` to `destination_mac`, from `source_mac`.
+    /// Out of `ifindex` to `destination_mac`, from `source_mac`; `gateway` is the next hop's
+    /// address (the destination itself when it is on a connected network).
     Resolved {
         ifindex: u32,
+        gateway: u32,
         destination_mac: [u8; 6],
         source_mac: [u8; 6],
     },
-    /// Out of `ifindex`, but the neighbour is not resolved yet.
-    Unresolved { ifindex: u32 },
+    /// Out of `ifindex` via `gateway`, but the neighbour is not resolved yet.
+    Unresolved { ifindex: u32, gateway: u32 },
     /// No route (or forwarding disabled).
     Unroutable,
 }
@@ -84,14 +86,19 @@ pub fn next_hop(context: *mut c_void, query: &RouteQuery) -> NextHop {
     params.__bindgen_anon_4.ipv4_dst = query.destination;
     // SAFETY: `params` lives for the call and has the size passed.
     let result = unsafe { fib_lookup(context, &mut params, size_of::<bpf_fib_lookup>() as i32, 0) };
+    // The lookup leaves the next hop's address in `ipv4_dst`.
+    // SAFETY: reading the IPv4 member of a union the lookup filled for AF_INET.
+    let gateway = unsafe { params.__bindgen_anon_4.ipv4_dst };
     match result as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => NextHop::Resolved {
             ifindex: params.ifindex,
+            gateway,
             destination_mac: params.dmac,
             source_mac: params.smac,
         },
         BPF_FIB_LKUP_RET_NO_NEIGH => NextHop::Unresolved {
             ifindex: params.ifindex,
+            gateway,
         },
         _ => NextHop::Unroutable,
     }
@@ -207,7 +214,7 @@ pub fn tc_forward_external(
         total_length: 0,
     };
     match next_hop(ctx.skb.skb as *mut c_void, &query) {
-        NextHop::Resolved { ifindex, .. } | NextHop::Unresolved { ifindex } => {
+        NextHop::Resolved { ifindex, .. } | NextHop::Unresolved { ifindex, .. } => {
             count_external(path, bytes);
             tc_redirect_neighbour(ifindex)
         }

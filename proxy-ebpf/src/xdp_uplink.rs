@@ -26,12 +26,14 @@ mod program {
     };
     use proxy_common::{DropReason, ExternalPath};
     use proxy_ebpf::{
+        conntrack,
         maps::PROTOCOL_STATS,
-        nodeport::{self, Translation, Verdict},
+        nodeport::{self, Capabilities, Translation, Verdict},
         parse::{Frame, IPV4_TOTAL_LENGTH_OFFSET, Ipv4Flow, classify, ipv4_flow},
         route::{self, NextHop, RouteQuery},
         skb,
         stats::{count_drop, count_external, count_protocol},
+        tunnel::{self, IPPROTO_IPIP},
         xdp_nat,
     };
 
@@ -40,10 +42,17 @@ mod program {
         let frame = Frame::new(ctx.data(), ctx.data_end());
         let bytes = frame.len() as u64;
         count_protocol(&PROTOCOL_STATS, classify(&frame), bytes);
+        // A DSR packet another ingress node tunnelled here for one of this node's backends.
+        let node_address = conntrack::config().node_address;
+        let tunnelled = node_address != 0 && tunnel::decapsulate(&ctx, node_address);
+        if tunnelled {
+            count_external(ExternalPath::Decapsulated, bytes);
+        }
+        let frame = Frame::new(ctx.data(), ctx.data_end());
         let Some(flow) = ipv4_flow(&frame) else {
             return XDP_PASS;
         };
-        match nodeport::handle(&flow, bytes) {
+        match nodeport::handle(&flow, bytes, tunnelled, Capabilities { tunnel: true }) {
             Verdict::Pass => XDP_PASS,
             Verdict::Drop(reason) => drop(reason, bytes),
             Verdict::Translate(translation) => forward(&ctx, &frame, &flow, &translation, bytes),
@@ -67,7 +76,8 @@ mod program {
         let Some(flow) = skb::flow(&ctx) else {
             return TC_ACT_OK as i32;
         };
-        match nodeport::handle(&flow, bytes) {
+        // No IPIP here: DSR flows are source-NATed instead.
+        match nodeport::handle(&flow, bytes, false, Capabilities { tunnel: false }) {
             Verdict::Pass => TC_ACT_OK as i32,
             Verdict::Drop(reason) => {
                 count_drop(reason, bytes);
@@ -98,6 +108,9 @@ mod program {
         translation: &Translation,
         bytes: u64,
     ) -> u32 {
+        if let Some(backend_address) = translation.tunnel_to {
+            return tunnel_to_backend_node(ctx, frame, flow, backend_address, bytes);
+        }
         if xdp_nat::apply(frame, flow, translation).is_err() {
             return drop(DropReason::RewriteFailed, bytes);
         }
@@ -127,6 +140,7 @@ mod program {
                 ifindex,
                 destination_mac,
                 source_mac,
+                ..
             } => {
                 if xdp_nat::set_ethernet(frame, &destination_mac, &source_mac).is_err() {
                     return drop(DropReason::RewriteFailed, bytes);
@@ -142,7 +156,7 @@ mod program {
                 count_external(path, bytes);
                 verdict
             }
-            NextHop::Unresolved { ifindex } => match route::xdp_hand_to_tc(ctx, ifindex) {
+            NextHop::Unresolved { ifindex, .. } => match route::xdp_hand_to_tc(ctx, ifindex) {
                 Some(verdict) => {
                     let path = if translation.reply {
                         ExternalPath::ReplyNeighbour
@@ -156,6 +170,52 @@ mod program {
             },
             NextHop::Unroutable => drop(DropReason::Unroutable, bytes),
         }
+    }
+
+    /// DSR: wraps the client's unchanged packet in IPIP to the node the FIB names as the next
+    /// hop towards `backend_address`, and sends it.
+    #[inline(always)]
+    fn tunnel_to_backend_node(
+        ctx: &XdpContext,
+        frame: &Frame,
+        flow: &Ipv4Flow,
+        backend_address: u32,
+        bytes: u64,
+    ) -> u32 {
+        let node_address = conntrack::config().node_address;
+        let Some(total_length) = frame.header::<u16>(flow.l3 + IPV4_TOTAL_LENGTH_OFFSET) else {
+            return drop(DropReason::RewriteFailed, bytes);
+        };
+        let ingress_ifindex = ctx.ingress_ifindex() as u32;
+        let query = RouteQuery {
+            ingress_ifindex,
+            source: node_address,
+            destination: backend_address,
+            protocol: IPPROTO_IPIP,
+            source_port: 0,
+            destination_port: 0,
+            // SAFETY: bounds-checked by `header`.
+            total_length: u16::from_be(unsafe { *total_length }).saturating_add(20),
+        };
+        let (ifindex, gateway, macs) = match route::next_hop(ctx.ctx as *mut c_void, &query) {
+            NextHop::Resolved {
+                ifindex,
+                gateway,
+                destination_mac,
+                source_mac,
+            } => (ifindex, gateway, Some((destination_mac, source_mac))),
+            NextHop::Unresolved { ifindex, gateway } => (ifindex, gateway, None),
+            NextHop::Unroutable => return drop(DropReason::Unroutable, bytes),
+        };
+        let (destination_mac, source_mac) = macs.unwrap_or(([0; 6], [0; 6]));
+        if tunnel::encapsulate(ctx, node_address, gateway, &destination_mac, &source_mac).is_err() {
+            return drop(DropReason::RewriteFailed, bytes);
+        }
+        count_external(ExternalPath::ForwardTunnelled, bytes);
+        if macs.is_some() {
+            return route::xdp_transmit(ingress_ifindex, ifindex);
+        }
+        route::xdp_hand_to_tc(ctx, ifindex).unwrap_or(XDP_DROP)
     }
 }
 

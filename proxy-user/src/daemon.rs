@@ -29,7 +29,7 @@ use crate::{
     programs::{LoadError, LoadOptions, LoadedObject, MapSizes, ProgramObject},
     source::{FileSource, PollOutcome, SourceSpec},
     sync::{DataplaneState, PlanLimits, SyncError, plan},
-    translate::translate,
+    translate::{LoadBalancerMode, translate},
     uplink::{self, Ipv4Cidr, XdpAttachMode},
 };
 
@@ -66,6 +66,8 @@ pub struct RunOptions {
     pub nodeport_addresses: Vec<Ipv4Cidr>,
     /// The Maglev table size M (prime).
     pub maglev_table_size: u16,
+    /// `--lb-mode`: how external frontends reach remote backends unless annotated.
+    pub load_balancer_mode: LoadBalancerMode,
     /// Where the proxy's own `/healthz` and `/livez` are served (`--healthz-bind-address`).
     pub healthz_address: Option<SocketAddr>,
     /// The address health-check node ports are served on.
@@ -165,6 +167,7 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
         max_services: options.map_sizes.services,
         max_backends: options.map_sizes.backends,
         maglev_table_size: options.maglev_table_size,
+        default_load_balancer_mode: options.load_balancer_mode,
     };
     let proxy_health = Arc::new(ProxyHealth::new(HEALTH_TIMEOUT));
     if let Some(address) = options.healthz_address {

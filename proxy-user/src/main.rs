@@ -21,6 +21,7 @@ use skiff_proxy::{
     },
     source::SourceSpec,
     status,
+    translate::LoadBalancerMode,
     uplink::{Ipv4Cidr, XdpAttachMode},
 };
 
@@ -106,10 +107,12 @@ struct RunArgs {
     /// How the uplink programs attach: `native` XDP, `generic` (skb) XDP, or `tc` (no XDP).
     #[arg(long, default_value_t = XdpAttachMode::Native)]
     xdp_mode: XdpAttachMode,
-    /// How remote backends are reached from the uplink: `snat` (replies return through this
-    /// node). `dsr` is not implemented yet.
-    #[arg(long, default_value = "snat")]
-    lb_mode: String,
+    /// How remote backends are reached from the uplink unless a Service's `skiff.dev/lb-mode`
+    /// annotation says otherwise: `snat` (source rewritten to this node; replies return through
+    /// it) or `dsr` (TCP tunnelled to the backend's node, which answers the client directly;
+    /// needs XDP on every node; UDP stays SNAT).
+    #[arg(long, default_value = "snat", value_parser = parse_load_balancer_mode)]
+    lb_mode: LoadBalancerMode,
     /// Node addresses NodePorts answer on, as CIDRs (comma-separated); default: every IPv4
     /// address of the node.
     #[arg(long, value_delimiter = ',')]
@@ -120,6 +123,16 @@ struct RunArgs {
     /// Where the proxy's `/healthz` and `/livez` are served (kube-proxy's default port).
     #[arg(long, default_value = "0.0.0.0:10256")]
     healthz_bind_address: SocketAddr,
+}
+
+fn parse_load_balancer_mode(value: &str) -> Result<LoadBalancerMode, String> {
+    match value {
+        "snat" => Ok(LoadBalancerMode::Snat),
+        "dsr" => Ok(LoadBalancerMode::Dsr),
+        other => Err(format!(
+            "{other:?} is not a load-balancer mode (snat or dsr)"
+        )),
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -164,11 +177,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.interfaces.is_empty() && args.interface_prefix.is_none() {
         tracing::warn!("no --interface or --interface-prefix: no pod traffic will be balanced");
     }
-    anyhow::ensure!(
-        args.lb_mode == "snat",
-        "--lb-mode {:?}: only snat is implemented (dsr is not yet)",
-        args.lb_mode
-    );
     let maglev_table_size = maglev::validate_table_size(args.maglev_table_size)?;
     let defaults = ProxyConfig::default();
     let options = RunOptions {
@@ -198,6 +206,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         xdp_mode: args.xdp_mode,
         nodeport_addresses: args.nodeport_addresses,
         maglev_table_size,
+        load_balancer_mode: args.lb_mode,
         healthz_address: Some(args.healthz_bind_address),
         health_check_bind_address: args.healthz_bind_address.ip(),
     };

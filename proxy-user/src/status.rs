@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use proxy_common::{
     BACKEND_FLAG_LOCAL, BACKEND_FLAG_READY, BACKEND_FLAG_SERVING, BACKEND_FLAG_TERMINATING,
     CONNTRACK_DIRECTION_FORWARD, ProxyConfig, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_DROP_WHEN_EMPTY,
-    SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_EXTERNAL_LOCAL, SERVICE_FLAG_MAGLEV,
+    SERVICE_FLAG_DSR, SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_EXTERNAL_LOCAL, SERVICE_FLAG_MAGLEV,
     SERVICE_FLAG_SOURCE_RANGES, ServiceValue, TcpState,
 };
 
@@ -121,6 +121,9 @@ fn service_flags(value: &ServiceValue, state: &DataplaneState) -> Vec<String> {
     }
     if value.flags & SERVICE_FLAG_EXTERNAL_LOCAL != 0 {
         flags.push("client-ip-kept".to_owned());
+    }
+    if value.flags & SERVICE_FLAG_DSR != 0 {
+        flags.push("dsr".to_owned());
     }
     if value.flags & SERVICE_FLAG_SOURCE_RANGES != 0 {
         let ranges: Vec<String> = state

@@ -22,25 +22,28 @@ use std::net::Ipv4Addr;
 
 use proxy_common::{
     BACKEND_FLAG_LOCAL, BACKEND_FLAG_READY, BACKEND_FLAG_SERVING, BACKEND_FLAG_TERMINATING,
-    Backend, BackendSlotKey, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_DROP_WHEN_EMPTY,
+    Backend, BackendSlotKey, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_DROP_WHEN_EMPTY, SERVICE_FLAG_DSR,
     SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_EXTERNAL_LOCAL, SERVICE_FLAG_MAGLEV,
     SERVICE_FLAG_SOURCE_RANGES, ServiceKey, ServiceValue,
 };
 
 use crate::maglev;
 use crate::translate::{
-    BackendAddr, BackendConditions, Desired, DesiredFrontend, Frontend, Protocol, ServicePortName,
-    SourceRange,
+    BackendAddr, BackendConditions, Desired, DesiredFrontend, Frontend, LoadBalancerMode, Protocol,
+    ServicePortName, SourceRange,
 };
 
-/// The sizes a plan works within: the id spaces (ids are `1..max_services` and
-/// `1..max_backends`; they index the per-service and per-backend statistics arrays, whose entry
-/// 0 is never used) and the Maglev table size M (the slots of a Maglev frontend).
+/// What a plan works within: the id spaces (ids are `1..max_services` and `1..max_backends`;
+/// they index the per-service and per-backend statistics arrays, whose entry 0 is never used),
+/// the Maglev table size M (the slots of a Maglev frontend) and the default load-balancer mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlanLimits {
     pub max_services: u32,
     pub max_backends: u32,
     pub maglev_table_size: u16,
+    /// `--lb-mode`: how external frontends without a `skiff.dev/lb-mode` annotation reach
+    /// remote backends.
+    pub default_load_balancer_mode: LoadBalancerMode,
 }
 
 /// What the service maps hold: `SERVICES`, `BACKEND_SLOTS` and `BACKENDS`, plus which protocol
@@ -151,8 +154,8 @@ pub fn frontend_of(key: &ServiceKey) -> Option<Frontend> {
     })
 }
 
-/// The `SERVICE_FLAG_*` bits of a frontend.
-pub fn service_flags(frontend: &DesiredFrontend) -> u8 {
+/// The `SERVICE_FLAG_*` bits of a frontend (`default_mode`: `--lb-mode`).
+pub fn service_flags(frontend: &DesiredFrontend, default_mode: LoadBalancerMode) -> u8 {
     let mut flags = 0;
     if frontend.session_affinity_timeout_seconds.is_some() {
         flags |= SERVICE_FLAG_AFFINITY;
@@ -162,6 +165,9 @@ pub fn service_flags(frontend: &DesiredFrontend) -> u8 {
     }
     if frontend.kind.is_external() {
         flags |= SERVICE_FLAG_EXTERNAL;
+        if frontend.load_balancer_mode.unwrap_or(default_mode) == LoadBalancerMode::Dsr {
+            flags |= SERVICE_FLAG_DSR;
+        }
     }
     if frontend.maglev {
         flags |= SERVICE_FLAG_MAGLEV;
@@ -398,7 +404,7 @@ pub fn plan(
             service_id,
             backend_count,
             generation: 0,
-            flags: service_flags(wanted),
+            flags: service_flags(wanted, limits.default_load_balancer_mode),
             affinity_timeout_seconds: wanted.session_affinity_timeout_seconds.unwrap_or(0),
             padding: 0,
         };
@@ -626,6 +632,7 @@ mod tests {
         max_services: 64,
         max_backends: 64,
         maglev_table_size: 7,
+        default_load_balancer_mode: LoadBalancerMode::Snat,
     };
 
     fn frontend(address: &str, port: u16, protocol: Protocol) -> Frontend {
@@ -781,7 +788,14 @@ mod tests {
                     .map(|b| (b.address, b.port))
                     .collect();
                 let timeout = wanted.session_affinity_timeout_seconds.unwrap_or(0);
-                (*frontend, (service_flags(wanted), timeout, slots))
+                (
+                    *frontend,
+                    (
+                        service_flags(wanted, LoadBalancerMode::Snat),
+                        timeout,
+                        slots,
+                    ),
+                )
             })
             .collect();
         assert_eq!(frontends, expected);
@@ -1203,6 +1217,7 @@ mod tests {
             max_services: 2,
             max_backends: 64,
             maglev_table_size: 7,
+            default_load_balancer_mode: LoadBalancerMode::Snat,
         };
         let wanted = desired(vec![
             (web_frontend(), service("web", &[], &[])),
@@ -1225,6 +1240,7 @@ mod tests {
             max_services: 64,
             max_backends: 2,
             maglev_table_size: 7,
+            default_load_balancer_mode: LoadBalancerMode::Snat,
         };
         let wanted = desired(vec![(
             web_frontend(),
@@ -1253,6 +1269,7 @@ mod tests {
             max_services: 64,
             max_backends: 3,
             maglev_table_size: 7,
+            default_load_balancer_mode: LoadBalancerMode::Snat,
         };
         let mut state = DataplaneState::default();
         let plan_one = plan(

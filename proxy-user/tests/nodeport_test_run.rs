@@ -11,13 +11,13 @@ use std::net::Ipv4Addr;
 
 use proxy_common::{
     BACKEND_FLAG_LOCAL, BACKEND_FLAG_READY, BACKEND_FLAG_SERVING, Backend, BackendSlotKey,
-    CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_EXTERNAL,
-    CONNTRACK_FLAG_SNAT, ConntrackKey, ConntrackValue, DropReason, EXTERNAL_PATH_COUNT,
-    ExternalPath, IPPROTO_TCP, IPPROTO_UDP, NODEPORT_ADDRESS_PRESENT, ProxyConfig,
-    SERVICE_FLAG_DROP_WHEN_EMPTY, SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_EXTERNAL_LOCAL,
-    SERVICE_FLAG_MAGLEV, SERVICE_FLAG_SOURCE_RANGES, SNAT_PORT_MAX, SNAT_PORT_MIN, ServiceKey,
-    ServiceValue, SourceRangeKey, TcpState, maglev_flow_hash, snat_port_candidate,
-    source_range_prefix_length,
+    CONNTRACK_DIRECTION_FORWARD, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_DSR,
+    CONNTRACK_FLAG_EXTERNAL, CONNTRACK_FLAG_SNAT, ConntrackKey, ConntrackValue, DropReason,
+    EXTERNAL_PATH_COUNT, ExternalPath, IPPROTO_TCP, IPPROTO_UDP, NODEPORT_ADDRESS_PRESENT,
+    ProxyConfig, SERVICE_FLAG_DROP_WHEN_EMPTY, SERVICE_FLAG_DSR, SERVICE_FLAG_EXTERNAL,
+    SERVICE_FLAG_EXTERNAL_LOCAL, SERVICE_FLAG_MAGLEV, SERVICE_FLAG_SOURCE_RANGES, SNAT_PORT_MAX,
+    SNAT_PORT_MIN, ServiceKey, ServiceValue, SourceRangeKey, TcpState, maglev_flow_hash,
+    snat_port_candidate, source_range_prefix_length,
 };
 use skiff_proxy::{
     maps::DataplaneMaps,
@@ -38,6 +38,7 @@ const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const NEXT_HOP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const OTHER_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
 const LOAD_BALANCER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -986,6 +987,165 @@ fn tc_fallback_gives_the_same_translation_as_xdp() {
             let (verdict, output) = dataplane.run(ProgramName::TcUplinkFallback, &ignored);
             assert_eq!((verdict, output), (TC_ACT_OK, ignored));
             assert_ne!(TC_ACT_SHOT, TC_ACT_OK);
+        })
+        .expect("enter node");
+}
+
+/// The outer IPIP header the ingress node writes, then the packet unchanged.
+fn ipip_frame(macs: ([u8; 6], [u8; 6]), outer: (Ipv4Addr, Ipv4Addr), inner: &[u8]) -> Vec<u8> {
+    let mut ip = Ipv4::new(outer.0, outer.1, 4);
+    ip.id = 0;
+    ip.frag_off = 0;
+    packet::ethernet(macs.0, macs.1, packet::ETH_P_IP, &ip.packet(inner))
+}
+
+#[test]
+fn dsr_tcp_to_a_remote_backend_is_tunnelled_unchanged_to_its_node() {
+    require_privileges!();
+    let node = node("np-dsr");
+    node.netns
+        .run(|| {
+            let mut dataplane = dataplane();
+            dataplane.install(
+                nodeport_key(IPPROTO_TCP),
+                1,
+                &[(REMOTE_BACKEND, READY)],
+                &[1],
+                SERVICE_FLAG_MAGLEV | SERVICE_FLAG_DSR,
+            );
+            let syn = tcp_frame((CLIENT, CLIENT_PORT), (NODE, NODE_PORT), tcp_flags::SYN);
+            let (verdict, tunnelled) = dataplane.run(ProgramName::XdpUplink, &syn);
+            assert_eq!(verdict, XDP_REDIRECT);
+            assert_eq!(
+                tunnelled,
+                ipip_frame((NEXT_HOP_MAC, UPLINK_MAC), (NODE, NEXT_HOP), &syn[14..]),
+                "IPIP to the backend's node (the route's gateway), the client's packet unchanged"
+            );
+            let forward = dataplane
+                .conntrack(&forward_key(
+                    (CLIENT, CLIENT_PORT),
+                    (NODE, NODE_PORT),
+                    IPPROTO_TCP,
+                ))
+                .expect("forward entry");
+            assert_eq!(forward.flags & CONNTRACK_FLAG_DSR, CONNTRACK_FLAG_DSR);
+            assert_eq!(dataplane.path_count(ExternalPath::ForwardTunnelled), 1);
+            // The rest of the connection follows the entry.
+            let ack = tcp_frame((CLIENT, CLIENT_PORT), (NODE, NODE_PORT), tcp_flags::ACK);
+            let (verdict, tunnelled) = dataplane.run(ProgramName::XdpUplink, &ack);
+            assert_eq!(verdict, XDP_REDIRECT);
+            assert_eq!(
+                tunnelled,
+                ipip_frame((NEXT_HOP_MAC, UPLINK_MAC), (NODE, NEXT_HOP), &ack[14..])
+            );
+
+            // UDP is source-NATed even for a DSR service.
+            dataplane.install(
+                nodeport_key(IPPROTO_UDP),
+                2,
+                &[(REMOTE_BACKEND, READY)],
+                &[1],
+                SERVICE_FLAG_MAGLEV | SERVICE_FLAG_DSR,
+            );
+            let query = udp_frame_with(
+                (packet::SERVER_MAC, packet::CLIENT_MAC),
+                64,
+                (CLIENT, 5353),
+                (NODE, NODE_PORT),
+                b"query",
+            );
+            let (verdict, translated) = dataplane.run(ProgramName::XdpUplink, &query);
+            assert_eq!(verdict, XDP_REDIRECT);
+            let port = snat_port((CLIENT, 5353), NODE_PORT, IPPROTO_UDP, 0);
+            assert_eq!(
+                translated,
+                udp_frame_with(
+                    (NEXT_HOP_MAC, UPLINK_MAC),
+                    63,
+                    (NODE, port),
+                    (REMOTE_BACKEND, TARGET_PORT),
+                    b"query"
+                )
+            );
+        })
+        .expect("enter node");
+}
+
+#[test]
+fn a_tunnelled_dsr_packet_is_decapsulated_and_balanced_to_the_local_backend() {
+    require_privileges!();
+    let node = node("np-decap");
+    node.netns
+        .run(|| {
+            let mut dataplane = dataplane();
+            dataplane.install(
+                nodeport_key(IPPROTO_TCP),
+                1,
+                &[(LOCAL_BACKEND, READY | BACKEND_FLAG_LOCAL)],
+                &[1],
+                SERVICE_FLAG_MAGLEV | SERVICE_FLAG_DSR,
+            );
+            // The client used the other node's address; that node tunnelled it here.
+            let other_node = Ipv4Addr::new(192, 0, 2, 2);
+            let syn = tcp_frame(
+                (CLIENT, CLIENT_PORT),
+                (other_node, NODE_PORT),
+                tcp_flags::SYN,
+            );
+            let tunnelled = ipip_frame((UPLINK_MAC, NEXT_HOP_MAC), (other_node, NODE), &syn[14..]);
+            let (verdict, delivered) = dataplane.run(ProgramName::XdpUplink, &tunnelled);
+            assert_eq!(verdict, XDP_PASS);
+            assert_eq!(
+                delivered,
+                tcp_frame_with(
+                    (UPLINK_MAC, NEXT_HOP_MAC),
+                    64,
+                    (CLIENT, CLIENT_PORT),
+                    (LOCAL_BACKEND, TARGET_PORT),
+                    tcp_flags::SYN
+                ),
+                "outer header gone, DNAT to the local backend, the client kept"
+            );
+            assert_eq!(dataplane.path_count(ExternalPath::Decapsulated), 1);
+            // Its reply leaves from the address the client used, straight to the client.
+            let syn_ack = tcp_frame(
+                (LOCAL_BACKEND, TARGET_PORT),
+                (CLIENT, CLIENT_PORT),
+                tcp_flags::SYN | tcp_flags::ACK,
+            );
+            let (verdict, reply) = dataplane.run(ProgramName::TcFromPod, &syn_ack);
+            assert_eq!(verdict, TC_ACT_REDIRECT);
+            assert_eq!(
+                reply,
+                tcp_frame(
+                    (other_node, NODE_PORT),
+                    (CLIENT, CLIENT_PORT),
+                    tcp_flags::SYN | tcp_flags::ACK
+                )
+            );
+
+            // A tunnelled packet this node would place on a remote backend is dropped.
+            dataplane.install(
+                nodeport_key(IPPROTO_TCP),
+                1,
+                &[(REMOTE_BACKEND, READY)],
+                &[1],
+                SERVICE_FLAG_MAGLEV | SERVICE_FLAG_DSR,
+            );
+            let syn = tcp_frame((CLIENT, 41_000), (other_node, NODE_PORT), tcp_flags::SYN);
+            let tunnelled = ipip_frame((UPLINK_MAC, NEXT_HOP_MAC), (other_node, NODE), &syn[14..]);
+            let (verdict, _) = dataplane.run(ProgramName::XdpUplink, &tunnelled);
+            assert_eq!(verdict, XDP_DROP);
+            assert_eq!(dataplane.drops(DropReason::TunnelledBackendNotLocal), 1);
+
+            // IPIP addressed elsewhere is not ours to open.
+            let foreign = ipip_frame(
+                (UPLINK_MAC, NEXT_HOP_MAC),
+                (other_node, Ipv4Addr::new(192, 0, 2, 77)),
+                &syn[14..],
+            );
+            let (verdict, output) = dataplane.run(ProgramName::XdpUplink, &foreign);
+            assert_eq!((verdict, output), (XDP_PASS, foreign));
         })
         .expect("enter node");
 }

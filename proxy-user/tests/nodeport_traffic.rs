@@ -14,8 +14,9 @@ use std::{
 };
 
 use north_south::{
-    BACKENDS, CLIENT, LOCAL_HEALTH_CHECK_PORT, LOCAL_NODE_PORT, NODE_ADDRESSES, NorthSouth,
-    OTHER_CLIENT, PEER, RANGED_IP, RANGED_PORT, WEB_NODE_PORT, ask, connect_from, udp_ask,
+    BACKENDS, CLIENT, DIRECT_NODE_PORT, LOCAL_HEALTH_CHECK_PORT, LOCAL_NODE_PORT, NODE_ADDRESSES,
+    NorthSouth, OTHER_CLIENT, PEER, RANGED_IP, RANGED_PORT, WEB_NODE_PORT, ask, connect_from,
+    udp_ask,
 };
 use skiff_tests::require_privileges;
 
@@ -299,4 +300,63 @@ fn restarting_the_ingress_proxy_during_a_nodeport_load_loop_loses_no_connection(
     for stream in &long_lived {
         ask(stream, "who?").expect("a connection from before the restart still answers");
     }
+}
+
+#[test]
+fn dsr_backends_see_the_client_and_answer_it_without_the_ingress_node() {
+    require_privileges!();
+    let topology = NorthSouth::new("ns-dsr", "native");
+    let frontend = node_port(0, DIRECT_NODE_PORT);
+    topology.wait_until_serving(frontend);
+    let ingress_replies = |topology: &NorthSouth| {
+        ["reply_xdp", "reply_tc_neighbour"]
+            .iter()
+            .map(|path| {
+                topology.metric(
+                    0,
+                    &format!("skiff_proxy_external_packets_total{{path=\"{path}\"}}"),
+                )
+            })
+            .sum::<u64>()
+    };
+    let tunnel = "skiff_proxy_external_packets_total{path=\"forward_dsr_tunnel\"}";
+    let decapsulated = "skiff_proxy_external_packets_total{path=\"dsr_decapsulated\"}";
+    let from_pod = "skiff_proxy_external_packets_total{path=\"reply_from_pod\"}";
+    let before = (
+        ingress_replies(&topology),
+        topology.metric(0, tunnel),
+        topology.metric(1, decapsulated),
+        topology.metric(1, from_pod),
+    );
+    for _ in 0..40 {
+        let peer = topology
+            .tcp_ask(CLIENT, frontend, PEER, Duration::from_secs(2))
+            .unwrap_or_else(|error| panic!("DSR connection: {error}; logs:\n{}", topology.logs()));
+        assert!(
+            peer.starts_with(&format!("{CLIENT}:")),
+            "the backend saw {peer}, not the client"
+        );
+    }
+    let after = (
+        ingress_replies(&topology),
+        topology.metric(0, tunnel),
+        topology.metric(1, decapsulated),
+        topology.metric(1, from_pod),
+    );
+    assert_eq!(
+        after.0, before.0,
+        "no reply went back through the ingress node"
+    );
+    assert!(
+        after.1 >= before.1 + 40 * 3,
+        "client packets tunnelled: {before:?} → {after:?}"
+    );
+    assert!(
+        after.2 >= before.2 + 40 * 3,
+        "decapsulated on node-b: {before:?} → {after:?}"
+    );
+    assert!(
+        after.3 >= before.3 + 40 * 2,
+        "answered from node-b's pods: {before:?} → {after:?}"
+    );
 }

@@ -96,6 +96,9 @@ pub const CONNTRACK_FLAG_EXTERNAL: u8 = 4;
 /// The flow's source was rewritten to `snat_address`:`snat_port` (a remote backend in SNAT
 /// mode); the reply entry restores the client from its `snat_*`.
 pub const CONNTRACK_FLAG_SNAT: u8 = 8;
+/// Direct server return: the ingress node tunnels the flow's packets to the backend's node
+/// (forward entry only; replies never come back through it).
+pub const CONNTRACK_FLAG_DSR: u8 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

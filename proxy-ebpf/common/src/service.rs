@@ -36,7 +36,8 @@ pub const SERVICE_FLAG_EXTERNAL: u8 = 8;
 pub const SERVICE_FLAG_EXTERNAL_LOCAL: u8 = 16;
 /// `loadBalancerSourceRanges`: only sources in `SOURCE_RANGES` for this service may connect.
 pub const SERVICE_FLAG_SOURCE_RANGES: u8 = 32;
-/// Direct server return for flows to remote backends.
+/// Direct server return for TCP flows to remote backends: the ingress node tunnels the client's
+/// packets (IPIP) to the backend's node, which answers the client directly.
 pub const SERVICE_FLAG_DSR: u8 = 64;
 
 /// Hash map node address (`u32`, network byte order) → [`NODEPORT_ADDRESS_PRESENT`]: the

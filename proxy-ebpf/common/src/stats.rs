@@ -102,6 +102,9 @@ pub enum DropReason {
     SnatPortsExhausted = 6,
     /// A north-south packet could not be forwarded (no route to the backend or client).
     Unroutable = 7,
+    /// A DSR packet tunnelled to this node whose flow this node would place on a backend that is
+    /// not local (the nodes' endpoint views differ for a moment).
+    TunnelledBackendNotLocal = 8,
 }
 
 impl DropReason {
@@ -114,6 +117,7 @@ impl DropReason {
         DropReason::SourceRangeDenied,
         DropReason::SnatPortsExhausted,
         DropReason::Unroutable,
+        DropReason::TunnelledBackendNotLocal,
     ];
 
     pub const fn index(self) -> u32 {
@@ -131,12 +135,13 @@ impl DropReason {
             DropReason::SourceRangeDenied => "source_range_denied",
             DropReason::SnatPortsExhausted => "snat_ports_exhausted",
             DropReason::Unroutable => "unroutable",
+            DropReason::TunnelledBackendNotLocal => "tunnelled_backend_not_local",
         }
     }
 }
 
 /// Number of entries in [`DROP_STATS_MAP`].
-pub const DROP_REASON_COUNT: u32 = 8;
+pub const DROP_REASON_COUNT: u32 = 9;
 
 /// Per-CPU array indexed by [`DropReason`], holding a [`PacketCounter`] each.
 pub const DROP_STATS_MAP: &str = "DROP_STATS";
@@ -186,6 +191,10 @@ pub enum ExternalPath {
     ReplyNeighbour = 5,
     /// Local backend → client, reverse-translated at the pod's veth and redirected to the uplink.
     ReplyFromPod = 6,
+    /// Client → remote backend in DSR mode, tunnelled (IPIP) to the backend's node.
+    ForwardTunnelled = 7,
+    /// A DSR packet from another ingress node, decapsulated here for a local backend.
+    Decapsulated = 8,
 }
 
 impl ExternalPath {
@@ -197,6 +206,8 @@ impl ExternalPath {
         ExternalPath::ReplyTransmitted,
         ExternalPath::ReplyNeighbour,
         ExternalPath::ReplyFromPod,
+        ExternalPath::ForwardTunnelled,
+        ExternalPath::Decapsulated,
     ];
 
     pub const fn index(self) -> u32 {
@@ -213,12 +224,14 @@ impl ExternalPath {
             ExternalPath::ReplyTransmitted => "reply_xdp",
             ExternalPath::ReplyNeighbour => "reply_tc_neighbour",
             ExternalPath::ReplyFromPod => "reply_from_pod",
+            ExternalPath::ForwardTunnelled => "forward_dsr_tunnel",
+            ExternalPath::Decapsulated => "dsr_decapsulated",
         }
     }
 }
 
 /// Number of entries in [`EXTERNAL_PATH_STATS_MAP`].
-pub const EXTERNAL_PATH_COUNT: u32 = 7;
+pub const EXTERNAL_PATH_COUNT: u32 = 9;
 
 /// Per-CPU array indexed by [`ExternalPath`], holding a [`PacketCounter`] each.
 pub const EXTERNAL_PATH_STATS_MAP: &str = "EXTERNAL_PATH_STATS";

@@ -50,6 +50,8 @@ pub const LOCAL_HEALTH_CHECK_PORT: u16 = 32_000;
 /// `ranged`: LoadBalancer with loadBalancerSourceRanges [CLIENT/32].
 pub const RANGED_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 pub const RANGED_PORT: u16 = 80;
+/// `direct`: NodePort in DSR mode (`skiff.dev/lb-mode: dsr`), endpoints only on node-b.
+pub const DIRECT_NODE_PORT: u16 = 30_083;
 /// The backends: (name, node index, address).
 pub const BACKENDS: [(&str, usize, Ipv4Addr); 4] = [
     ("a0", 0, Ipv4Addr::new(10, 244, 1, 10)),
@@ -72,6 +74,11 @@ pub fn manifest() -> String {
         .collect();
     let (a0_name, a0_node, a0_address) = BACKENDS[0];
     let only_a0 = endpoint(a0_name, a0_node, a0_address);
+    let only_node_b: String = BACKENDS
+        .iter()
+        .filter(|(_, node, _)| *node == 1)
+        .map(|(name, node, address)| endpoint(name, *node, *address))
+        .collect();
     let slice = |service: &str, endpoints: &str| {
         format!(
             "apiVersion: discovery.k8s.io/v1
@@ -125,10 +132,25 @@ status:
     ingress:
     - ip: {RANGED_IP}
 ---
-{ranged_slice}",
+{ranged_slice}---
+apiVersion: v1
+kind: Service
+metadata:
+  name: direct
+  namespace: default
+  annotations: {{skiff.dev/lb-mode: dsr}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.13
+  ports:
+  - {{name: tcp, protocol: TCP, port: 80, targetPort: {TARGET_PORT}, nodePort: {DIRECT_NODE_PORT}}}
+  - {{name: udp, protocol: UDP, port: 80, targetPort: {TARGET_PORT}, nodePort: {DIRECT_NODE_PORT}}}
+---
+{direct_slice}",
         web_slice = slice("web", &all),
         local_slice = slice("local", &only_a0),
         ranged_slice = slice("ranged", &all),
+        direct_slice = slice("direct", &only_node_b),
     )
 }
 
@@ -455,6 +477,14 @@ impl NorthSouth {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A counter of node `index`'s metrics: the value of the line starting with `series`.
+    pub fn metric(&self, index: usize, series: &str) -> u64 {
+        self.scrape(index)
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// `GET /metrics` from node `index`'s skiff-proxy.
