@@ -37,10 +37,16 @@ const AF_INET: u8 = 2;
 pub const NEIGHBOUR_HANDOFF_MAGIC: u32 = 0x534b_4631;
 
 /// The metadata record in front of a frame passed from XDP to TC for neighbour resolution.
+///
+/// An skb keeps its metadata length across a veth (the next node's XDP does not reset it when it
+/// adds none), so a record can reach another node's `tc_uplink`: it names the node that wrote
+/// it, and only that node acts on it.
 #[repr(C)]
 pub struct NeighbourHandoff {
     pub magic: u32,
     pub ifindex: u32,
+    /// The writing node's `ProxyConfig::node_address`.
+    pub node_address: u32,
 }
 
 /// The next hop of a translated packet.
@@ -117,7 +123,7 @@ pub fn xdp_transmit(ingress_ifindex: u32, egress_ifindex: u32) -> u32 {
 /// Passes a frame up with the neighbour hand-off record for `tc_uplink`. Returns the XDP
 /// verdict, or `None` when the metadata area cannot be grown (the caller drops the frame).
 #[inline(always)]
-pub fn xdp_hand_to_tc(ctx: &XdpContext, egress_ifindex: u32) -> Option<u32> {
+pub fn xdp_hand_to_tc(ctx: &XdpContext, egress_ifindex: u32, node_address: u32) -> Option<u32> {
     let length = size_of::<NeighbourHandoff>() as i32;
     // SAFETY: the context pointer is the one the kernel passed; a negative delta grows the
     // metadata area in front of the frame.
@@ -133,13 +139,15 @@ pub fn xdp_hand_to_tc(ctx: &XdpContext, egress_ifindex: u32) -> Option<u32> {
     unsafe {
         (*record).magic = NEIGHBOUR_HANDOFF_MAGIC;
         (*record).ifindex = egress_ifindex;
+        (*record).node_address = node_address;
     }
     Some(XDP_PASS)
 }
 
-/// The egress interface `xdp_uplink` asked for in the frame's metadata, if it left a record.
+/// The egress interface `xdp_uplink` of this node (`node_address`) asked for in the frame's
+/// metadata, if it left a record.
 #[inline(always)]
-pub fn tc_handoff(ctx: &TcContext) -> Option<u32> {
+pub fn tc_handoff(ctx: &TcContext, node_address: u32) -> Option<u32> {
     // SAFETY: reading fields of the context the kernel passed.
     let (metadata, data) = unsafe {
         (
@@ -152,8 +160,9 @@ pub fn tc_handoff(ctx: &TcContext) -> Option<u32> {
     }
     let record = metadata as *const NeighbourHandoff;
     // SAFETY: the record lies inside the metadata area checked against `data` above.
-    let (magic, ifindex) = unsafe { ((*record).magic, (*record).ifindex) };
-    (magic == NEIGHBOUR_HANDOFF_MAGIC).then_some(ifindex)
+    let (magic, ifindex, writer) =
+        unsafe { ((*record).magic, (*record).ifindex, (*record).node_address) };
+    (magic == NEIGHBOUR_HANDOFF_MAGIC && writer == node_address).then_some(ifindex)
 }
 
 /// Redirects an skb out of `ifindex`, resolving the neighbour (queueing the packet meanwhile).

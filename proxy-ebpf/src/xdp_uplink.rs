@@ -61,7 +61,7 @@ mod program {
 
     #[classifier]
     pub fn tc_uplink(ctx: TcContext) -> i32 {
-        if let Some(ifindex) = route::tc_handoff(&ctx) {
+        if let Some(ifindex) = route::tc_handoff(&ctx, conntrack::config().node_address) {
             return route::tc_redirect_neighbour(ifindex);
         }
         TC_ACT_OK as i32
@@ -156,18 +156,20 @@ mod program {
                 count_external(path, bytes);
                 verdict
             }
-            NextHop::Unresolved { ifindex, .. } => match route::xdp_hand_to_tc(ctx, ifindex) {
-                Some(verdict) => {
-                    let path = if translation.reply {
-                        ExternalPath::ReplyNeighbour
-                    } else {
-                        ExternalPath::ForwardNeighbour
-                    };
-                    count_external(path, bytes);
-                    verdict
+            NextHop::Unresolved { ifindex, .. } => {
+                match route::xdp_hand_to_tc(ctx, ifindex, conntrack::config().node_address) {
+                    Some(verdict) => {
+                        let path = if translation.reply {
+                            ExternalPath::ReplyNeighbour
+                        } else {
+                            ExternalPath::ForwardNeighbour
+                        };
+                        count_external(path, bytes);
+                        verdict
+                    }
+                    None => drop(DropReason::RewriteFailed, bytes),
                 }
-                None => drop(DropReason::RewriteFailed, bytes),
-            },
+            }
             NextHop::Unroutable => drop(DropReason::Unroutable, bytes),
         }
     }
@@ -215,7 +217,7 @@ mod program {
         if macs.is_some() {
             return route::xdp_transmit(ingress_ifindex, ifindex);
         }
-        route::xdp_hand_to_tc(ctx, ifindex).unwrap_or(XDP_DROP)
+        route::xdp_hand_to_tc(ctx, ifindex, conntrack::config().node_address).unwrap_or(XDP_DROP)
     }
 }
 

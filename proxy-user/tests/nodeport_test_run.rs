@@ -936,6 +936,7 @@ fn unresolved_next_hop_hands_the_frame_to_the_tc_program_with_its_egress_interfa
             let mut expected = Vec::new();
             expected.extend_from_slice(&0x534b_4631u32.to_ne_bytes());
             expected.extend_from_slice(&uplink_index.to_ne_bytes());
+            expected.extend_from_slice(&NODE.octets());
             expected.extend_from_slice(&translated);
             assert_eq!(output, expected, "{output:02x?}");
         })

@@ -189,7 +189,17 @@ fn tc_fallback_keeps_the_client_address_for_external_traffic_policy_local() {
 #[test]
 fn load_balancer_source_ranges_admit_the_listed_client_and_drop_others() {
     require_privileges!();
-    let topology = NorthSouth::new("ns-ranges", "native");
+    source_ranges("native");
+}
+
+#[test]
+fn tc_fallback_enforces_load_balancer_source_ranges() {
+    require_privileges!();
+    source_ranges("tc");
+}
+
+fn source_ranges(mode: &'static str) {
+    let topology = NorthSouth::new(&format!("ns-ranges-{mode}"), mode);
     let frontend = SocketAddrV4::new(RANGED_IP, RANGED_PORT);
     topology.wait_until_serving(frontend);
     for _ in 0..10 {
@@ -214,7 +224,17 @@ fn load_balancer_source_ranges_admit_the_listed_client_and_drop_others() {
 #[test]
 fn restarting_the_ingress_proxy_during_a_nodeport_load_loop_loses_no_connection() {
     require_privileges!();
-    let topology = Arc::new(NorthSouth::new("ns-restart", "native"));
+    restart_under_load("native");
+}
+
+#[test]
+fn restarting_the_ingress_proxy_in_tc_mode_loses_no_connection() {
+    require_privileges!();
+    restart_under_load("tc");
+}
+
+fn restart_under_load(mode: &'static str) {
+    let topology = Arc::new(NorthSouth::new(&format!("ns-restart-{mode}"), mode));
     let frontend = node_port(0, WEB_NODE_PORT);
     topology.wait_until_serving(frontend);
     // Long-lived connections opened before the restart keep working after it.

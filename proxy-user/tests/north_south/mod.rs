@@ -290,6 +290,8 @@ impl NorthSouth {
         }
         for index in 0..2 {
             topology.wait_for_log(index, "dataplane synchronised");
+            // The uplink's and both pods' programs (the pods' after the first sync).
+            topology.wait_for_log_count(index, "programs attached", 3);
         }
         topology
     }
@@ -347,10 +349,15 @@ impl NorthSouth {
             .collect()
     }
 
-    /// Waits until node `index`'s skiff-proxy logged `text` (counting from its latest start).
+    /// Waits until node `index`'s skiff-proxy logged `text`.
     pub fn wait_for_log(&self, index: usize, text: &str) {
+        self.wait_for_log_count(index, text, 1);
+    }
+
+    /// Waits until node `index`'s skiff-proxy logged `text` at least `count` times.
+    pub fn wait_for_log_count(&self, index: usize, text: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log(index).contains(text) {
+        while self.log(index).matches(text).count() < count {
             assert!(
                 Instant::now() < deadline,
                 "skiff-proxy on {} never logged {text:?}:\n{}",
