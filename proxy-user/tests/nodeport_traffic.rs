@@ -16,7 +16,7 @@ use std::{
 use north_south::{
     BACKENDS, CLIENT, DIRECT_NODE_PORT, LOCAL_HEALTH_CHECK_PORT, LOCAL_NODE_PORT, NODE_ADDRESSES,
     NorthSouth, OTHER_CLIENT, PEER, RANGED_IP, RANGED_PORT, WEB_NODE_PORT, ask, connect_from,
-    udp_ask,
+    manifest_with_terminating, udp_ask,
 };
 use skiff_tests::require_privileges;
 
@@ -379,4 +379,52 @@ fn dsr_backends_see_the_client_and_answer_it_without_the_ingress_node() {
         after.3 >= before.3 + 40 * 2,
         "answered from node-b's pods: {before:?} → {after:?}"
     );
+}
+
+#[test]
+fn a_terminating_backend_keeps_its_external_connections_and_gets_no_new_ones() {
+    require_privileges!();
+    let topology = NorthSouth::new("ns-drain", "native");
+    let frontends = [node_port(0, WEB_NODE_PORT), node_port(1, WEB_NODE_PORT)];
+    for frontend in frontends {
+        topology.wait_until_serving(frontend);
+    }
+    // Open connections until each node has one on the local a0 and the remote b0.
+    let mut held = Vec::new();
+    for frontend in frontends {
+        for wanted in ["a0", "b0"] {
+            let stream = (0..200)
+                .find_map(|_| {
+                    let stream = topology
+                        .client
+                        .run(move || connect_from(CLIENT, frontend, Duration::from_secs(2)))
+                        .expect("enter client")
+                        .ok()?;
+                    (ask(&stream, "who?").ok()? == wanted).then_some(stream)
+                })
+                .unwrap_or_else(|| panic!("no connection through {frontend} reached {wanted}"));
+            held.push((frontend, wanted, stream));
+        }
+    }
+    topology.publish(&manifest_with_terminating(&["a0", "b0"]));
+    for index in 0..2 {
+        topology.wait_for_log_count(index, "dataplane synchronised", 2);
+    }
+    for (frontend, wanted, stream) in &held {
+        for _ in 0..3 {
+            let name = ask(stream, "who?").unwrap_or_else(|error| {
+                panic!("the connection through {frontend} to terminating {wanted} broke: {error}")
+            });
+            assert_eq!(&name, wanted);
+        }
+    }
+    for frontend in frontends {
+        let (names, errors) = topology.tcp_spread(frontend, 200);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            !names.contains_key("a0") && !names.contains_key("b0"),
+            "new connections through {frontend} reached a terminating backend: {names:?}"
+        );
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
 }

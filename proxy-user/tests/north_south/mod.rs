@@ -62,9 +62,20 @@ pub const BACKENDS: [(&str, usize, Ipv4Addr); 4] = [
 
 /// Services and EndpointSlices of the topology (the same file feeds both nodes).
 pub fn manifest() -> String {
+    manifest_with_terminating(&[])
+}
+
+/// [`manifest`] with the pods named in `terminating` shutting down (ready false, serving and
+/// terminating true, as while a pod runs its grace period).
+pub fn manifest_with_terminating(terminating: &[&str]) -> String {
     let endpoint = |name: &str, node: usize, address: Ipv4Addr| {
+        let conditions = if terminating.contains(&name) {
+            "{ready: false, serving: true, terminating: true}"
+        } else {
+            "{ready: true}"
+        };
         format!(
-            "  - addresses: [\"{address}\"]\n    nodeName: {}\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, namespace: default, name: {name}}}\n",
+            "  - addresses: [\"{address}\"]\n    nodeName: {}\n    conditions: {conditions}\n    targetRef: {{kind: Pod, namespace: default, name: {name}}}\n",
             NODE_NAMES[node]
         )
     };
@@ -323,6 +334,13 @@ impl NorthSouth {
             .spawn()
             .expect("start skiff-proxy");
         *node.proxy.lock().expect("proxy handle") = Some(child);
+    }
+
+    /// Replaces the Services and EndpointSlices both nodes read (as a controller would).
+    pub fn publish(&self, manifest: &str) {
+        let staging = self.manifest.with_extension("new");
+        std::fs::write(&staging, manifest).expect("write manifest");
+        std::fs::rename(&staging, &self.manifest).expect("replace manifest");
     }
 
     /// SIGKILLs skiff-proxy on node `index`.
