@@ -91,6 +91,12 @@ fn nodeport_tcp_and_udp_through_either_node_reach_backends_on_both_nodes_evenly(
 }
 
 #[test]
+fn generic_xdp_spreads_nodeport_traffic_through_either_node_the_same_way() {
+    require_privileges!();
+    spreads_tcp_and_udp_through_both_nodes("generic");
+}
+
+#[test]
 fn tc_fallback_spreads_nodeport_traffic_through_either_node_the_same_way() {
     require_privileges!();
     spreads_tcp_and_udp_through_both_nodes("tc");
