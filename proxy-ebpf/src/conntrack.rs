@@ -94,6 +94,47 @@ pub fn advance(flow: &Ipv4Flow, state: u8, reply: bool) -> u8 {
     }
 }
 
+/// The forward entry of a new flow of `flow` balanced to `backend`, with `flags` and the SNAT
+/// address and port (0 when not source-NATed).
+#[inline(always)]
+pub fn forward_entry(
+    flow: &Ipv4Flow,
+    service_id: u32,
+    backend_id: u32,
+    backend: &Backend,
+    flags: u8,
+    snat: (u32, u16),
+    now: u64,
+) -> ConntrackValue {
+    ConntrackValue {
+        last_seen_ns: now,
+        created_ns: now,
+        backend_id,
+        service_id,
+        nat_address: backend.address,
+        nat_port: backend.port,
+        state: advance(flow, TcpState::None as u8, false),
+        flags,
+        snat_address: snat.0,
+        snat_port: snat.1,
+        padding: 0,
+    }
+}
+
+/// The reply key of a flow answered by `backend` to `client` (address, port).
+#[inline(always)]
+pub fn backend_reply_key(flow: &Ipv4Flow, backend: &Backend, client: (u32, u16)) -> ConntrackKey {
+    ConntrackKey {
+        source_address: backend.address,
+        destination_address: client.0,
+        source_port: backend.port,
+        destination_port: client.1,
+        protocol: flow.protocol,
+        direction: CONNTRACK_DIRECTION_REPLY,
+        padding: 0,
+    }
+}
+
 /// Records a new flow balanced to `backend`: the forward entry, then the reply entry.
 #[inline(always)]
 pub fn record(
@@ -103,37 +144,17 @@ pub fn record(
     backend: &Backend,
     now: u64,
 ) -> Result<(), i32> {
-    let state = advance(flow, TcpState::None as u8, false);
     let hairpin = backend.address == flow.source;
     let flags = if hairpin { CONNTRACK_FLAG_HAIRPIN } else { 0 };
-    let forward = ConntrackValue {
-        last_seen_ns: now,
-        created_ns: now,
-        backend_id,
-        service_id,
-        nat_address: backend.address,
-        nat_port: backend.port,
-        state,
-        flags,
-        snat_address: 0,
-        snat_port: 0,
-        padding: 0,
-    };
+    let forward = forward_entry(flow, service_id, backend_id, backend, flags, (0, 0), now);
     CONNTRACK.insert(forward_key(flow), forward, 0)?;
     // Replies go to the client, or for a hairpin flow to the VIP the client was rewritten to.
-    let reply_key = ConntrackKey {
-        source_address: backend.address,
-        destination_address: if hairpin {
-            flow.destination
-        } else {
-            flow.source
-        },
-        source_port: backend.port,
-        destination_port: flow.source_port,
-        protocol: flow.protocol,
-        direction: CONNTRACK_DIRECTION_REPLY,
-        padding: 0,
+    let client = if hairpin {
+        flow.destination
+    } else {
+        flow.source
     };
+    let reply_key = backend_reply_key(flow, backend, (client, flow.source_port));
     let reply = ConntrackValue {
         nat_address: flow.destination,
         nat_port: flow.destination_port,

@@ -8,11 +8,10 @@
 //! applies it and forwards the packet. Never touches packet memory.
 
 use proxy_common::{
-    BACKEND_FLAG_LOCAL, Backend, CONNTRACK_DIRECTION_REPLY, CONNTRACK_FLAG_DSR,
-    CONNTRACK_FLAG_EXTERNAL, CONNTRACK_FLAG_SEEN_REPLY, CONNTRACK_FLAG_SNAT, ConntrackKey,
-    ConntrackValue, DropReason, IPPROTO_TCP, ProxyConfig, SERVICE_FLAG_DROP_WHEN_EMPTY,
-    SERVICE_FLAG_DSR, SERVICE_FLAG_EXTERNAL_LOCAL, SNAT_PORT_ATTEMPTS, TcpState, maglev_flow_hash,
-    snat_port_candidate, tcp_reopens,
+    BACKEND_FLAG_LOCAL, Backend, CONNTRACK_FLAG_DSR, CONNTRACK_FLAG_EXTERNAL,
+    CONNTRACK_FLAG_SEEN_REPLY, CONNTRACK_FLAG_SNAT, ConntrackValue, DropReason, IPPROTO_TCP,
+    ProxyConfig, SERVICE_FLAG_DROP_WHEN_EMPTY, SERVICE_FLAG_DSR, SERVICE_FLAG_EXTERNAL_LOCAL,
+    SNAT_PORT_ATTEMPTS, TcpState, maglev_flow_hash, snat_port_candidate, tcp_reopens,
 };
 
 use crate::{conntrack, lb, maps::CONNTRACK, parse::Ipv4Flow, stats::count_flow};
@@ -237,39 +236,16 @@ fn record_tunnelled(
     backend: &Backend,
     now: u64,
 ) -> Result<(), i32> {
-    let forward = ConntrackValue {
-        last_seen_ns: now,
-        created_ns: now,
-        backend_id,
+    let forward = conntrack::forward_entry(
+        flow,
         service_id,
-        nat_address: backend.address,
-        nat_port: backend.port,
-        state: conntrack::advance(flow, TcpState::None as u8, false),
-        flags: CONNTRACK_FLAG_EXTERNAL | CONNTRACK_FLAG_DSR,
-        snat_address: 0,
-        snat_port: 0,
-        padding: 0,
-    };
+        backend_id,
+        backend,
+        CONNTRACK_FLAG_EXTERNAL | CONNTRACK_FLAG_DSR,
+        (0, 0),
+        now,
+    );
     CONNTRACK.insert(conntrack::forward_key(flow), forward, 0)
-}
-
-/// The reply key of a flow to `backend` source-NATed to the node's `port` (network order).
-#[inline(always)]
-fn snat_reply_key(
-    flow: &Ipv4Flow,
-    backend: &Backend,
-    node_address: u32,
-    port: u16,
-) -> ConntrackKey {
-    ConntrackKey {
-        source_address: backend.address,
-        destination_address: node_address,
-        source_port: backend.port,
-        destination_port: port,
-        protocol: flow.protocol,
-        direction: CONNTRACK_DIRECTION_REPLY,
-        padding: 0,
-    }
 }
 
 /// Finds a node port whose reply tuple (backend → node:port) is free, or held by an expired
@@ -286,7 +262,7 @@ fn claim_snat_port(
     for attempt in 0..SNAT_PORT_ATTEMPTS {
         let port =
             snat_port_candidate(config.snat_port_min, config.snat_port_max, hash, attempt).to_be();
-        let key = snat_reply_key(flow, backend, config.node_address, port);
+        let key = conntrack::backend_reply_key(flow, backend, (config.node_address, port));
         match CONNTRACK.get_ptr(key) {
             None => return Some(port),
             Some(entry) => {
@@ -317,34 +293,23 @@ fn record(
         Some((address, port)) => (CONNTRACK_FLAG_EXTERNAL | CONNTRACK_FLAG_SNAT, address, port),
         None => (CONNTRACK_FLAG_EXTERNAL, 0, 0),
     };
-    let forward = ConntrackValue {
-        last_seen_ns: now,
-        created_ns: now,
-        backend_id,
+    let forward = conntrack::forward_entry(
+        flow,
         service_id,
-        nat_address: backend.address,
-        nat_port: backend.port,
-        state: conntrack::advance(flow, TcpState::None as u8, false),
+        backend_id,
+        backend,
         flags,
-        snat_address,
-        snat_port,
-        padding: 0,
-    };
+        (snat_address, snat_port),
+        now,
+    );
+    // Replies come back to the node's SNAT port (restoring the client), or to the client.
     let (reply_key, client) = match snat {
-        Some((address, port)) => (
-            snat_reply_key(flow, backend, address, port),
+        Some(node) => (
+            conntrack::backend_reply_key(flow, backend, node),
             (flow.source, flow.source_port),
         ),
         None => (
-            ConntrackKey {
-                source_address: backend.address,
-                destination_address: flow.source,
-                source_port: backend.port,
-                destination_port: flow.source_port,
-                protocol: flow.protocol,
-                direction: CONNTRACK_DIRECTION_REPLY,
-                padding: 0,
-            },
+            conntrack::backend_reply_key(flow, backend, (flow.source, flow.source_port)),
             (0, 0),
         ),
     };

@@ -8,9 +8,10 @@
 //! before the kernel's routing input, which would drop a packet whose source is the node's own
 //! address as a martian. Never decides translations.
 
-use core::{ffi::c_void, mem::size_of};
+use core::mem::size_of;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT,
         bpf_fib_lookup,
@@ -77,9 +78,9 @@ pub struct RouteQuery {
     pub total_length: u16,
 }
 
-/// Looks up the next hop; `context` is the program's context pointer (`xdp_md` or `__sk_buff`).
+/// Looks up the next hop for the program running with `ctx` (XDP or TC).
 #[inline(always)]
-pub fn next_hop(context: *mut c_void, query: &RouteQuery) -> NextHop {
+pub fn next_hop<C: EbpfContext>(ctx: &C, query: &RouteQuery) -> NextHop {
     // SAFETY: an all-zero `bpf_fib_lookup` is a valid input (plain integers and unions of them).
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
@@ -91,7 +92,14 @@ pub fn next_hop(context: *mut c_void, query: &RouteQuery) -> NextHop {
     params.__bindgen_anon_3.ipv4_src = query.source;
     params.__bindgen_anon_4.ipv4_dst = query.destination;
     // SAFETY: `params` lives for the call and has the size passed.
-    let result = unsafe { fib_lookup(context, &mut params, size_of::<bpf_fib_lookup>() as i32, 0) };
+    let result = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
     // The lookup leaves the next hop's address in `ipv4_dst`.
     // SAFETY: reading the IPv4 member of a union the lookup filled for AF_INET.
     let gateway = unsafe { params.__bindgen_anon_4.ipv4_dst };
@@ -174,7 +182,7 @@ pub fn tc_redirect_neighbour(ifindex: u32) -> i32 {
 }
 
 /// The verdict for an skb that matched nothing here.
-pub const TC_PASS: i32 = TC_ACT_OK as i32;
+pub const TC_PASS: i32 = TC_ACT_OK;
 
 /// Applies a north-south translation to an skb and redirects it towards its next hop with
 /// neighbour resolution, counting it under `path` (replies of local backends at the pod's veth,
@@ -206,7 +214,7 @@ pub fn tc_forward_external(
     });
     if rewritten.is_err() {
         count_drop(DropReason::RewriteFailed, bytes);
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
     if translation.local {
         count_external(ExternalPath::ForwardLocal, bytes);
@@ -222,14 +230,14 @@ pub fn tc_forward_external(
         destination_port: translation.destination.1,
         total_length: 0,
     };
-    match next_hop(ctx.skb.skb as *mut c_void, &query) {
+    match next_hop(ctx, &query) {
         NextHop::Resolved { ifindex, .. } | NextHop::Unresolved { ifindex, .. } => {
             count_external(path, bytes);
             tc_redirect_neighbour(ifindex)
         }
         NextHop::Unroutable => {
             count_drop(DropReason::Unroutable, bytes);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }

@@ -14,7 +14,6 @@
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use core::ffi::c_void;
 
     use aya_ebpf::{
         bindings::{
@@ -64,7 +63,7 @@ mod program {
         if let Some(ifindex) = route::tc_handoff(&ctx, conntrack::config().node_address) {
             return route::tc_redirect_neighbour(ifindex);
         }
-        TC_ACT_OK as i32
+        TC_ACT_OK
     }
 
     /// The TC fallback for uplinks without XDP (`--xdp-mode tc`): the same decisions as
@@ -74,14 +73,14 @@ mod program {
         let bytes = u64::from(ctx.len());
         count_protocol(&PROTOCOL_STATS, classify(&skb::frame(&ctx)), bytes);
         let Some(flow) = skb::flow(&ctx) else {
-            return TC_ACT_OK as i32;
+            return TC_ACT_OK;
         };
         // No IPIP here: DSR flows are source-NATed instead.
         match nodeport::handle(&flow, bytes, false, Capabilities { tunnel: false }) {
-            Verdict::Pass => TC_ACT_OK as i32,
+            Verdict::Pass => TC_ACT_OK,
             Verdict::Drop(reason) => {
                 count_drop(reason, bytes);
-                TC_ACT_SHOT as i32
+                TC_ACT_SHOT
             }
             Verdict::Translate(translation) => {
                 let path = if translation.reply {
@@ -135,7 +134,7 @@ mod program {
             // SAFETY: bounds-checked by `header`.
             total_length: u16::from_be(unsafe { *total_length }),
         };
-        match route::next_hop(ctx.ctx as *mut c_void, &query) {
+        match route::next_hop(ctx, &query) {
             NextHop::Resolved {
                 ifindex,
                 destination_mac,
@@ -199,7 +198,7 @@ mod program {
             // SAFETY: bounds-checked by `header`.
             total_length: u16::from_be(unsafe { *total_length }).saturating_add(20),
         };
-        let (ifindex, gateway, macs) = match route::next_hop(ctx.ctx as *mut c_void, &query) {
+        let (ifindex, gateway, macs) = match route::next_hop(ctx, &query) {
             NextHop::Resolved {
                 ifindex,
                 gateway,

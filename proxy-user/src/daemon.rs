@@ -118,6 +118,8 @@ pub fn run(options: &RunOptions, stop: &AtomicBool) -> Result<(), DaemonError> {
             });
         }
         config.node_address = uplink_address(uplink);
+        // The SNAT address is in place before the programs can see a packet.
+        maps.write_config(&config)?;
         let _span = info_span!("uplink", interface = %uplink, mode = %options.xdp_mode).entered();
         match uplink::attach_uplink(
             &mut uplink_object,

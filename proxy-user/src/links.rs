@@ -144,6 +144,17 @@ pub(crate) fn adopt(
     classifier: &mut SchedClassifier,
     path: &Path,
 ) -> Option<aya::programs::tc::SchedClassifierLinkId> {
+    adopt_pinned(path, |link| {
+        SchedClassifierLink::try_from(link)
+            .ok()
+            .and_then(|link| classifier.attach_to_link(link).ok())
+    })
+}
+
+/// Opens the link pinned at `path` and lets `swap` put the new program into it
+/// (`BPF_LINK_UPDATE`). A pin that cannot be opened or swapped (its link died with its
+/// interface) is removed; `None` then says nothing was adopted.
+pub(crate) fn adopt_pinned<T>(path: &Path, swap: impl FnOnce(FdLink) -> Option<T>) -> Option<T> {
     let pinned = match PinnedLink::from_pin(path) {
         Ok(pinned) => pinned,
         Err(LinkError::SyscallError(error)) if error.io_error.kind() == io::ErrorKind::NotFound => {
@@ -154,9 +165,7 @@ pub(crate) fn adopt(
             return None;
         }
     };
-    let adopted = SchedClassifierLink::try_from(FdLink::from(pinned))
-        .ok()
-        .and_then(|link| classifier.attach_to_link(link).ok());
+    let adopted = swap(FdLink::from(pinned));
     if adopted.is_none() {
         let _ = std::fs::remove_file(path);
     }

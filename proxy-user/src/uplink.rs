@@ -10,12 +10,12 @@ use std::{collections::BTreeSet, fmt, io, net::Ipv4Addr, path::Path, str::FromSt
 
 use aya::programs::{
     TcAttachType, Xdp,
-    links::{FdLink, LinkError, PinnedLink},
+    links::FdLink,
     xdp::{XdpLink, XdpLinkId, XdpMode},
 };
 
 use crate::{
-    links::{Attachment, LinkPinError, adopt, links_directory, pin_link, pin_path},
+    links::{Attachment, LinkPinError, adopt, adopt_pinned, links_directory, pin_link, pin_path},
     programs::{LoadedObject, ProgramName},
 };
 
@@ -180,23 +180,11 @@ fn attach_xdp(
 
 /// Swaps `xdp` into the live XDP link pinned at `path`, if there is one; a dead pin is removed.
 fn adopt_xdp(xdp: &mut Xdp, path: &Path) -> Option<XdpLinkId> {
-    let pinned = match PinnedLink::from_pin(path) {
-        Ok(pinned) => pinned,
-        Err(LinkError::SyscallError(error)) if error.io_error.kind() == io::ErrorKind::NotFound => {
-            return None;
-        }
-        Err(_) => {
-            let _ = std::fs::remove_file(path);
-            return None;
-        }
-    };
-    let adopted = XdpLink::try_from(FdLink::from(pinned))
-        .ok()
-        .and_then(|link| xdp.attach_to_link(link).ok());
-    if adopted.is_none() {
-        let _ = std::fs::remove_file(path);
-    }
-    adopted
+    adopt_pinned(path, |link| {
+        XdpLink::try_from(link)
+            .ok()
+            .and_then(|link| xdp.attach_to_link(link).ok())
+    })
 }
 
 /// An IPv4 prefix of `--nodeport-addresses`.

@@ -511,6 +511,32 @@ fn nodeport_syn_to_a_remote_backend_is_source_nated_and_sent_to_the_next_hop_and
         .expect("enter node");
 }
 
+/// Sends a UDP query from the client to the NodePort; asserts it leaves source-NATed towards
+/// the remote backend and returns the SNAT port.
+fn assert_udp_query_is_source_nated(dataplane: &Dataplane) -> u16 {
+    let query = udp_frame_with(
+        (packet::SERVER_MAC, packet::CLIENT_MAC),
+        64,
+        (CLIENT, 5353),
+        (NODE, NODE_PORT),
+        b"query",
+    );
+    let (verdict, translated) = dataplane.run(ProgramName::XdpUplink, &query);
+    assert_eq!(verdict, XDP_REDIRECT);
+    let port = snat_port((CLIENT, 5353), NODE_PORT, IPPROTO_UDP, 0);
+    assert_eq!(
+        translated,
+        udp_frame_with(
+            (NEXT_HOP_MAC, UPLINK_MAC),
+            63,
+            (NODE, port),
+            (REMOTE_BACKEND, TARGET_PORT),
+            b"query"
+        )
+    );
+    port
+}
+
 #[test]
 fn nodeport_udp_to_a_remote_backend_is_translated_both_ways_with_valid_checksums() {
     require_privileges!();
@@ -525,26 +551,7 @@ fn nodeport_udp_to_a_remote_backend_is_translated_both_ways_with_valid_checksums
                 &[1],
                 SERVICE_FLAG_MAGLEV,
             );
-            let query = udp_frame_with(
-                (packet::SERVER_MAC, packet::CLIENT_MAC),
-                64,
-                (CLIENT, 5353),
-                (NODE, NODE_PORT),
-                b"query",
-            );
-            let (verdict, translated) = dataplane.run(ProgramName::XdpUplink, &query);
-            assert_eq!(verdict, XDP_REDIRECT);
-            let port = snat_port((CLIENT, 5353), NODE_PORT, IPPROTO_UDP, 0);
-            assert_eq!(
-                translated,
-                udp_frame_with(
-                    (NEXT_HOP_MAC, UPLINK_MAC),
-                    63,
-                    (NODE, port),
-                    (REMOTE_BACKEND, TARGET_PORT),
-                    b"query"
-                )
-            );
+            let port = assert_udp_query_is_source_nated(&dataplane);
             let answer = udp_frame_with(
                 (packet::SERVER_MAC, packet::CLIENT_MAC),
                 64,
@@ -1048,26 +1055,7 @@ fn dsr_tcp_to_a_remote_backend_is_tunnelled_unchanged_to_its_node() {
                 &[1],
                 SERVICE_FLAG_MAGLEV | SERVICE_FLAG_DSR,
             );
-            let query = udp_frame_with(
-                (packet::SERVER_MAC, packet::CLIENT_MAC),
-                64,
-                (CLIENT, 5353),
-                (NODE, NODE_PORT),
-                b"query",
-            );
-            let (verdict, translated) = dataplane.run(ProgramName::XdpUplink, &query);
-            assert_eq!(verdict, XDP_REDIRECT);
-            let port = snat_port((CLIENT, 5353), NODE_PORT, IPPROTO_UDP, 0);
-            assert_eq!(
-                translated,
-                udp_frame_with(
-                    (NEXT_HOP_MAC, UPLINK_MAC),
-                    63,
-                    (NODE, port),
-                    (REMOTE_BACKEND, TARGET_PORT),
-                    b"query"
-                )
-            );
+            assert_udp_query_is_source_nated(&dataplane);
         })
         .expect("enter node");
 }
