@@ -20,8 +20,11 @@ use proxy_common::{
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(65_536, 0);
 
+/// Not preallocated: a Maglev frontend holds M slots (16 381 by default), so the capacity is
+/// large, and memory should follow what is used.
 #[map]
-pub static BACKEND_SLOTS: HashMap<BackendSlotKey, u32> = HashMap::pinned(262_144, 0);
+pub static BACKEND_SLOTS: HashMap<BackendSlotKey, u32> =
+    HashMap::pinned(1_048_576, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(65_536, 0);

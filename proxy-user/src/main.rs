@@ -82,7 +82,8 @@ struct RunArgs {
     /// Capacity of the backend map (and highest backend id).
     #[arg(long, default_value_t = MapSizes::default().backends)]
     max_backends: u32,
-    /// Capacity of the backend slot map (sum of ready backends over all frontends).
+    /// Capacity of the backend slot map: the ready backends of every ClusterIP frontend plus
+    /// `--maglev-table-size` per NodePort / external / load-balancer frontend (allocated as used).
     #[arg(long, default_value_t = MapSizes::default().backend_slots)]
     max_backend_slots: u32,
     /// Capacity of the conntrack map (two entries per flow; least recently used are evicted).

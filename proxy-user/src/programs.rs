@@ -134,7 +134,8 @@ pub struct MapSizes {
     pub services: u32,
     /// Backends, and also service slots per backend on average × services.
     pub backends: u32,
-    /// Backend slots over all services.
+    /// Backend slots over all services: the ready backends of each ClusterIP frontend, and the
+    /// Maglev table size of each north-south frontend (twice while a table is replaced).
     pub backend_slots: u32,
     /// Conntrack entries (two per flow).
     pub conntrack: u32,
@@ -147,7 +148,7 @@ impl Default for MapSizes {
         MapSizes {
             services: 65_536,
             backends: 65_536,
-            backend_slots: 262_144,
+            backend_slots: 1_048_576,
             conntrack: 262_144,
             affinity: 65_536,
         }

@@ -26,8 +26,9 @@ fn node_port(node: usize, port: u16) -> SocketAddrV4 {
 
 /// 3000 TCP connections (half through each node) reach all four backends within ±15 % of an
 /// even share; UDP through each node is answered from the address the client used.
-fn spreads_tcp_and_udp_through_both_nodes(mode: &'static str) {
-    let topology = NorthSouth::new(&format!("ns-spread-{mode}"), mode);
+fn spreads_tcp_and_udp_through_both_nodes(mode: &'static str, maglev_table_size: u16) {
+    let topology =
+        NorthSouth::with_maglev_table_size(&format!("ns-spread-{mode}"), mode, maglev_table_size);
     for node in 0..2 {
         topology.wait_until_serving(node_port(node, WEB_NODE_PORT));
     }
@@ -87,19 +88,20 @@ fn spreads_tcp_and_udp_through_both_nodes(mode: &'static str) {
 #[test]
 fn nodeport_tcp_and_udp_through_either_node_reach_backends_on_both_nodes_evenly() {
     require_privileges!();
-    spreads_tcp_and_udp_through_both_nodes("native");
+    // The default table size, as a node runs without the flag.
+    spreads_tcp_and_udp_through_both_nodes("native", 16_381);
 }
 
 #[test]
 fn generic_xdp_spreads_nodeport_traffic_through_either_node_the_same_way() {
     require_privileges!();
-    spreads_tcp_and_udp_through_both_nodes("generic");
+    spreads_tcp_and_udp_through_both_nodes("generic", 251);
 }
 
 #[test]
 fn tc_fallback_spreads_nodeport_traffic_through_either_node_the_same_way() {
     require_privileges!();
-    spreads_tcp_and_udp_through_both_nodes("tc");
+    spreads_tcp_and_udp_through_both_nodes("tc", 251);
 }
 
 /// The same client address and port reaches the same backend through either node (Maglev).

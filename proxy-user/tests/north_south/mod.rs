@@ -181,6 +181,8 @@ pub struct NorthSouth {
     pub nodes: Vec<ClusterNode>,
     pub manifest: PathBuf,
     pub xdp_mode: &'static str,
+    /// `--maglev-table-size` of both nodes.
+    pub maglev_table_size: u16,
     _directory: tempfile::TempDir,
     _servers: Vec<EchoServer>,
 }
@@ -188,6 +190,16 @@ pub struct NorthSouth {
 impl NorthSouth {
     /// Builds the topology and starts skiff-proxy on both nodes with `--xdp-mode xdp_mode`.
     pub fn new(label: &str, xdp_mode: &'static str) -> NorthSouth {
+        // A small prime keeps the tables quick to write; the default is covered separately.
+        NorthSouth::with_maglev_table_size(label, xdp_mode, 251)
+    }
+
+    /// As [`NorthSouth::new`] with `--maglev-table-size maglev_table_size`.
+    pub fn with_maglev_table_size(
+        label: &str,
+        xdp_mode: &'static str,
+        maglev_table_size: u16,
+    ) -> NorthSouth {
         let lan = NetNs::new(&format!("{label}-lan")).expect("lan namespace");
         lan.disable_ipv6().expect("disable IPv6");
         lan.ip(&["link", "add", "br0", "type", "bridge"])
@@ -293,6 +305,7 @@ impl NorthSouth {
             nodes,
             manifest: manifest_path,
             xdp_mode,
+            maglev_table_size,
             _directory: directory,
             _servers: servers,
         };
@@ -326,7 +339,9 @@ impl NorthSouth {
             .arg(format!("file:{}", self.manifest.display()))
             .arg("--bpffs")
             .arg(node.pins.path())
-            .args(["--conntrack-max", "65536", "--maglev-table-size", "251"])
+            .args(["--conntrack-max", "65536"])
+            .arg("--maglev-table-size")
+            .arg(self.maglev_table_size.to_string())
             .args(["--metrics-addr", "127.0.0.1:10249"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
