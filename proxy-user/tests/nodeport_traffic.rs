@@ -65,6 +65,11 @@ fn spreads_tcp_and_udp_through_both_nodes(mode: &'static str, maglev_table_size:
         );
     }
 
+    let status = topology.status(0);
+    assert!(
+        status.contains(&format!("maglev M={maglev_table_size}")) && status.contains("SNAT: "),
+        "skiff-proxy status shows the Maglev tables and SNAT ports:\n{status}"
+    );
     for node in 0..2 {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..40 {

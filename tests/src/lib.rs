@@ -16,6 +16,7 @@ pub mod cri;
 pub mod echo;
 pub mod etcd;
 pub mod forward;
+pub mod http;
 pub mod netns;
 pub mod oci_image;
 pub mod packet;

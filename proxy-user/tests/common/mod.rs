@@ -206,16 +206,10 @@ impl Cluster {
         let address = self.metrics_address();
         self.node
             .netns
-            .run(|| -> std::io::Result<String> {
-                use std::io::Read as _;
-                let mut stream = TcpStream::connect(address)?;
-                stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: skiff\r\n\r\n")?;
-                let mut body = String::new();
-                stream.read_to_string(&mut body)?;
-                Ok(body)
-            })
+            .run(|| skiff_tests::http::get(address, "/metrics"))
             .expect("enter node")
             .expect("scrape /metrics")
+            .1
     }
 
     /// Waits until the proxy log contains `text`.

@@ -17,7 +17,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
     path::PathBuf,
     process::{Child, Stdio},
@@ -30,6 +30,7 @@ use skiff_proxy::programs::{LoadOptions, LoadedObject, ProgramName, ProgramObjec
 use skiff_tests::{
     bpffs::PinDirectory,
     echo::{EchoServer, PEER_QUESTION},
+    http,
     netns::NetNs,
     topology::Node,
     veth::{self, Offload},
@@ -476,25 +477,9 @@ impl NorthSouth {
 
     /// `GET /` on a node's health-check port from the client: (status code, body).
     pub fn health_check(&self, node: usize, port: u16) -> (u16, String) {
-        let destination = SocketAddrV4::new(NODE_ADDRESSES[node], port);
+        let destination = SocketAddr::from((NODE_ADDRESSES[node], port));
         self.client
-            .run(move || -> std::io::Result<(u16, String)> {
-                let mut stream = connect_from(CLIENT, destination, Duration::from_secs(2))?;
-                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-                stream.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")?;
-                let mut response = String::new();
-                stream.read_to_string(&mut response)?;
-                let status = response
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|code| code.parse().ok())
-                    .unwrap_or(0);
-                let body = response
-                    .split_once("\r\n\r\n")
-                    .map(|(_, body)| body.to_owned())
-                    .unwrap_or_default();
-                Ok((status, body))
-            })
+            .run(move || http::get(destination, "/"))
             .expect("enter client")
             .expect("health check answered")
     }
@@ -532,15 +517,10 @@ impl NorthSouth {
         self.nodes[index]
             .node
             .netns
-            .run(|| -> std::io::Result<String> {
-                let mut stream = TcpStream::connect("127.0.0.1:10249")?;
-                stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: skiff\r\n\r\n")?;
-                let mut body = String::new();
-                stream.read_to_string(&mut body)?;
-                Ok(body)
-            })
+            .run(|| http::get(SocketAddr::from(([127, 0, 0, 1], 10249)), "/metrics"))
             .expect("enter node")
             .expect("scrape /metrics")
+            .1
     }
 }
 
