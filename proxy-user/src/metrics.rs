@@ -237,8 +237,18 @@ fn answer(
     counters: &ControllerCounters,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(&stream);
     let mut request_line = String::new();
-    BufReader::new(&stream).read_line(&mut request_line)?;
+    reader.read_line(&mut request_line)?;
+    // Read the headers too (up to the blank line, at most 100), so closing after the answer
+    // does not reset the connection of a client still sending them.
+    let mut header = String::new();
+    for _ in 0..100 {
+        header.clear();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+    }
     let mut stream = stream;
     let path = request_line.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {

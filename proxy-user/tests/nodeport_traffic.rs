@@ -54,6 +54,7 @@ fn spreads_tcp_and_udp_through_both_nodes(mode: &'static str, maglev_table_size:
             *total.entry(name).or_default() += count;
         }
     }
+    eprintln!("{mode}, M={maglev_table_size}: connections per backend {total:?}");
     assert_eq!(total.len(), BACKENDS.len(), "{total:?}");
     let even = 3000.0 / BACKENDS.len() as f64;
     for (name, count) in &total {

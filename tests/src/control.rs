@@ -66,6 +66,19 @@ impl ControlPlane {
     }
 
     fn launch(&mut self) {
+        // The port came from binding port 0 and closing it; another socket may take it before
+        // skiff-control binds it. A server that exits at once is started again on a new port.
+        for _ in 0..5 {
+            if self.launch_once() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("skiff-control exited at start five times (ports taken?)");
+    }
+
+    /// Starts the server and waits until it is ready; `false` when it exited during start-up.
+    fn launch_once(&mut self) -> bool {
         let child = Command::new(crate::workspace_binary("skiff-control"))
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -83,9 +96,16 @@ impl ControlPlane {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !(self.data_dir.join("admin.kubeconfig").exists() && self.ready()) {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return false;
+            }
             assert!(Instant::now() < deadline, "skiff-control did not come up");
             std::thread::sleep(Duration::from_millis(100));
         }
+        true
     }
 
     fn ready(&self) -> bool {
