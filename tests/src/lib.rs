@@ -21,6 +21,7 @@ pub mod netns;
 pub mod oci_image;
 pub mod packet;
 pub mod privileged;
+pub mod process;
 pub mod topology;
 pub mod veth;
 

@@ -11,11 +11,12 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
     path::PathBuf,
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
-use skiff_tests::{bpffs::PinDirectory, echo::EchoServer, netns::NetNs, topology::Node};
+use skiff_tests::{
+    bpffs::PinDirectory, echo::EchoServer, netns::NetNs, process::LoggedProcess, topology::Node,
+};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 100, 10);
 pub const SERVICE_PORT: u16 = 80;
@@ -102,9 +103,8 @@ pub struct Cluster {
     pub manifest: PathBuf,
     _directory: tempfile::TempDir,
     _servers: Vec<EchoServer>,
-    proxy: std::sync::Mutex<Option<Child>>,
+    proxy: LoggedProcess,
     proxy_args: Vec<String>,
-    pub proxy_log: PathBuf,
 }
 
 impl Cluster {
@@ -144,9 +144,8 @@ impl Cluster {
             manifest: manifest_path,
             _directory: directory,
             _servers: servers,
-            proxy: std::sync::Mutex::new(None),
+            proxy: LoggedProcess::new(proxy_log),
             proxy_args: proxy_args.iter().map(|arg| (*arg).to_owned()).collect(),
-            proxy_log,
         };
         cluster.start_proxy();
         cluster
@@ -158,15 +157,8 @@ impl Cluster {
 
     /// Starts skiff-proxy inside the node (after a previous one was killed, it adopts the pins).
     pub fn start_proxy(&self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.proxy_log)
-            .expect("proxy log");
-        let child = self
-            .node
-            .netns
-            .command(env!("CARGO_BIN_EXE_skiff-proxy"))
+        let mut command = self.node.netns.command(env!("CARGO_BIN_EXE_skiff-proxy"));
+        command
             .args(["run", "--node-name", NODE_NAME, "--interface-prefix", "skp"])
             .arg("--source")
             .arg(format!("file:{}", self.manifest.display()))
@@ -175,25 +167,13 @@ impl Cluster {
             .args(["--conntrack-max", "65536"])
             .arg("--metrics-addr")
             .arg(self.metrics_address().to_string())
-            .args(&self.proxy_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start skiff-proxy");
-        *self.proxy.lock().expect("proxy handle") = Some(child);
+            .args(&self.proxy_args);
+        self.proxy.start(command);
     }
 
     /// SIGKILLs skiff-proxy (no cleanup of its own can run).
     pub fn kill_proxy(&self) {
-        let taken = self
-            .proxy
-            .lock()
-            .map(|mut proxy| proxy.take())
-            .unwrap_or(None);
-        if let Some(mut child) = taken {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.proxy.kill();
     }
 
     /// Where skiff-proxy serves metrics (inside the node namespace).
@@ -226,7 +206,7 @@ impl Cluster {
     }
 
     pub fn proxy_log(&self) -> String {
-        std::fs::read_to_string(&self.proxy_log).unwrap_or_default()
+        self.proxy.log()
     }
 
     /// Rewrites the manifest (as an operator or controller would).

@@ -20,8 +20,6 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
     path::PathBuf,
-    process::{Child, Stdio},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -32,6 +30,7 @@ use skiff_tests::{
     echo::{EchoServer, PEER_QUESTION},
     http,
     netns::NetNs,
+    process::LoggedProcess,
     topology::Node,
     veth::{self, Offload},
 };
@@ -170,8 +169,8 @@ spec:
 pub struct ClusterNode {
     pub node: Node,
     pub pins: PinDirectory,
-    pub log: PathBuf,
-    proxy: Mutex<Option<Child>>,
+    /// skiff-proxy, its stderr in the topology's directory.
+    pub proxy: LoggedProcess,
 }
 
 /// The whole topology.
@@ -274,8 +273,7 @@ impl NorthSouth {
             nodes.push(ClusterNode {
                 node,
                 pins,
-                log,
-                proxy: Mutex::new(None),
+                proxy: LoggedProcess::new(log),
             });
         }
         // A veth delivers XDP_TX/XDP_REDIRECT frames only to a peer that runs XDP itself (as a
@@ -324,15 +322,8 @@ impl NorthSouth {
     /// Starts skiff-proxy on node `index` (after a kill, it adopts the pinned maps and links).
     pub fn start_proxy(&self, index: usize) {
         let node = &self.nodes[index];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .expect("proxy log");
-        let child = node
-            .node
-            .netns
-            .command(env!("CARGO_BIN_EXE_skiff-proxy"))
+        let mut command = node.node.netns.command(env!("CARGO_BIN_EXE_skiff-proxy"));
+        command
             .args(["run", "--node-name", NODE_NAMES[index]])
             .args(["--interface-prefix", "skp", "--uplink", "eth0"])
             .args(["--xdp-mode", self.xdp_mode])
@@ -344,12 +335,8 @@ impl NorthSouth {
             .arg("--maglev-table-size")
             .arg(self.maglev_table_size.to_string())
             .args(["--metrics-addr", "127.0.0.1:10249"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start skiff-proxy");
-        *node.proxy.lock().expect("proxy handle") = Some(child);
+            .env("RUST_LOG", "info");
+        node.proxy.start(command);
     }
 
     /// Replaces the Services and EndpointSlices both nodes read (as a controller would).
@@ -361,19 +348,11 @@ impl NorthSouth {
 
     /// SIGKILLs skiff-proxy on node `index`.
     pub fn kill_proxy(&self, index: usize) {
-        let taken = self.nodes[index]
-            .proxy
-            .lock()
-            .map(|mut proxy| proxy.take())
-            .unwrap_or(None);
-        if let Some(mut child) = taken {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.nodes[index].proxy.kill();
     }
 
     pub fn log(&self, index: usize) -> String {
-        std::fs::read_to_string(&self.nodes[index].log).unwrap_or_default()
+        self.nodes[index].proxy.log()
     }
 
     /// Both nodes' logs, for failure messages.
